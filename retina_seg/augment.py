@@ -1,0 +1,24 @@
+"""Albumentations pipelines built from YAML: the config lists the transforms, Hydra instantiates them."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import albumentations as A
+from hydra.utils import instantiate
+
+from retina_seg.config import AugmentationConfig, ConfigError
+
+
+def build_augmentation(cfg: AugmentationConfig, seed: int) -> Optional[A.Compose]:
+    """A seeded Compose applying the same geometry to the image and its masks; None when there are no transforms."""
+    if not cfg.transforms:
+        return None
+    transforms = []
+    for index, node in enumerate(cfg.transforms):
+        try:
+            transforms.append(instantiate(node))
+        except Exception as exc:  # Hydra wraps the transform's own argument error
+            reason = str(exc.__cause__ or exc).splitlines()[0]
+            raise ConfigError(f"augmentation.transforms[{index}] ({node.get('_target_')}) is invalid: {reason}")
+    return A.Compose(transforms, seed=seed)

@@ -1,0 +1,204 @@
+"""The structured config schema: every key, its type and its allowed range.
+
+Hydra merges the YAML tree in `conf/` onto these dataclasses, so a misspelt key or a wrong type
+fails at composition time; `validate` then checks ranges and cross-key rules before any work starts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = PROJECT_ROOT / "conf"
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the key and what was expected."""
+
+
+class Task(Enum):
+    vessels = "vessels"
+    lesions = "lesions"
+
+
+class Arch(Enum):
+    unet = "unet"
+    fpn = "fpn"
+    linknet = "linknet"
+    pspnet = "pspnet"
+
+
+class Optimizer(Enum):
+    adam = "adam"
+    adamw = "adamw"
+    sgd = "sgd"
+    rmsprop = "rmsprop"
+
+
+MONITORABLE = [prefix + key for prefix in ("", "val_") for key in ("loss", "iou_score", "f1-score")]
+
+
+class Mode(Enum):
+    min = "min"
+    max = "max"
+
+
+def _require(ok: bool, key: str, expected: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is invalid: expected {expected}")
+
+
+@dataclass
+class BackboneConfig:
+    name: str = MISSING
+
+
+@dataclass
+class ArchConfig:
+    name: Arch = MISSING
+    size_multiple: int = 32  # input height/width must divide by this (PSPNet: 6 * downsample_factor)
+    options: Dict[str, Any] = field(default_factory=dict)  # extra keyword arguments for the sm constructor
+
+    def __post_init__(self) -> None:
+        _require(self.size_multiple > 0, "arch.size_multiple", "a positive integer", self.size_multiple)
+
+
+@dataclass
+class LossConfig:
+    dice: float = 0.0
+    focal: float = 0.0
+    bce: float = 0.0
+    jaccard: float = 0.0
+
+    def weights(self) -> Dict[str, float]:
+        return {"dice": self.dice, "focal": self.focal, "bce": self.bce, "jaccard": self.jaccard}
+
+    def __post_init__(self) -> None:
+        for term, weight in self.weights().items():
+            _require(math.isfinite(weight) and weight >= 0, f"loss.{term}", "a finite weight >= 0", weight)
+        _require(any(w > 0 for w in self.weights().values()), "loss", "at least one weight > 0", self.weights())
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    task: Task = Task.vessels
+    root: str = MISSING
+    lesion_types: List[str] = field(default_factory=lambda: ["MA", "HE", "EX"])
+    num_images: int = 48  # synthetic only: how many images to generate
+    native_size: int = 256  # synthetic only: side of the generated images in pixels
+    val_fraction: float = 0.15
+    test_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        _require(self.num_images >= 3, "data.num_images", "at least 3 (train, val and test)", self.num_images)
+        _require(self.native_size >= 32, "data.native_size", "at least 32 pixels", self.native_size)
+        for key in ("val_fraction", "test_fraction"):
+            value = getattr(self, key)
+            _require(0 < value < 1, f"data.{key}", "a fraction between 0 and 1", value)
+        total = self.val_fraction + self.test_fraction
+        _require(total < 1, "data.val_fraction + data.test_fraction", "a sum below 1", total)
+        _require(len(self.lesion_types) > 0, "data.lesion_types", "at least one lesion type", self.lesion_types)
+
+    @property
+    def channels(self) -> List[str]:
+        """Names of the model's output channels: one sigmoid channel per lesion type, or one for vessels."""
+        return list(self.lesion_types) if self.task is Task.lesions else ["vessels"]
+
+
+@dataclass
+class AugmentationConfig:
+    name: str = "none"
+    transforms: List[Any] = field(default_factory=list)  # albumentations transforms as `_target_` nodes
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 20
+    batch_size: int = 4
+    lr: float = 1e-3
+    optimizer: Optimizer = Optimizer.adam
+    monitor: str = "val_f1-score"  # Keras log key used for checkpointing, early stopping and LR schedule
+    monitor_mode: Mode = Mode.max
+    early_stopping_patience: int = 8
+    reduce_lr_patience: int = 4
+    reduce_lr_factor: float = 0.5
+    steps_per_epoch: Optional[int] = None  # null: one pass over the training images
+
+    def __post_init__(self) -> None:
+        _require(self.epochs >= 1, "trainer.epochs", "an integer >= 1", self.epochs)
+        _require(self.batch_size >= 1, "trainer.batch_size", "an integer >= 1", self.batch_size)
+        _require(math.isfinite(self.lr) and self.lr > 0, "trainer.lr", "a learning rate > 0", self.lr)
+        _require(self.early_stopping_patience >= 0, "trainer.early_stopping_patience", "an integer >= 0",
+                 self.early_stopping_patience)
+        _require(self.reduce_lr_patience >= 0, "trainer.reduce_lr_patience", "an integer >= 0",
+                 self.reduce_lr_patience)
+        _require(0 < self.reduce_lr_factor < 1, "trainer.reduce_lr_factor", "a factor between 0 and 1",
+                 self.reduce_lr_factor)
+        _require(self.monitor in MONITORABLE, "trainer.monitor", f"one of {MONITORABLE}", self.monitor)
+        _require(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "trainer.steps_per_epoch",
+                 "null or an integer >= 1", self.steps_per_epoch)
+
+
+@dataclass
+class TrackingConfig:
+    uri: str = MISSING
+    experiment: str = "retina-seg"
+    artifact_location: Optional[str] = None  # where a new experiment stores artifacts; null: the server decides
+    run_name: Optional[str] = None
+
+
+@dataclass
+class Config:
+    backbone: BackboneConfig = MISSING
+    arch: ArchConfig = MISSING
+    loss: LossConfig = MISSING
+    data: DataConfig = MISSING
+    augmentation: AugmentationConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    tracking: TrackingConfig = MISSING
+    image_size: int = 256
+    seed: int = 42
+    encoder_weights: Optional[str] = None  # null: random init; "imagenet": downloads (needs network)
+
+    def __post_init__(self) -> None:
+        multiple = self.arch.size_multiple
+        _require(self.image_size >= multiple and self.image_size % multiple == 0, "image_size",
+                 f"a multiple of {multiple} for arch={self.arch.name.value}", self.image_size)
+        _require(self.encoder_weights in (None, "imagenet"), "encoder_weights", "null or 'imagenet'",
+                 self.encoder_weights)
+
+    @property
+    def artifact_stem(self) -> str:
+        """The artifact name contract: `<BACKBONE>_Retinal`."""
+        return f"{self.backbone.name}_Retinal"
+
+
+def validate(cfg: DictConfig) -> Config:
+    """Turn a composed config into typed, range-checked objects; raise ConfigError with one clear line."""
+    try:
+        return OmegaConf.to_object(cfg)
+    except ConfigError:
+        raise
+    except Exception as exc:  # omegaconf wraps errors raised inside dataclass constructors
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        raise ConfigError(str(exc).splitlines()[0]) from exc
+
+
+def register() -> None:
+    """Make the schema and the `${project_root:}` resolver known to Hydra and OmegaConf."""
+    if not OmegaConf.has_resolver("project_root"):
+        OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
+    ConfigStore.instance().store(name="schema", node=Config)
+
+
+register()

@@ -1,0 +1,108 @@
+"""`python -m retina_seg.run [overrides]`: compose, validate, train, evaluate, and log one MLflow run.
+
+The runner only wires the stages together; each stage gets the part of the config it needs.
+Everything cheap that can reject the config (schema, tracking store, data files, model build)
+runs before the MLflow run starts, so bad input leaves no half-written run behind. (The package's
+__init__ has already selected the Keras 2 stack before TensorFlow is imported here.)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import hydra
+import mlflow
+import tensorflow as tf
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from retina_seg.augment import build_augmentation
+from retina_seg.config import Config, ConfigError, validate
+from retina_seg.data import DataError, load_splits
+from retina_seg.evaluate import evaluate, predict_probabilities
+from retina_seg.model import build_model
+from retina_seg.pipeline import evaluation_dataset, training_dataset
+from retina_seg.plots import plot_examples, plot_history
+from retina_seg.track import (MlflowMetrics, check_tracking, flatten, git_commit, log_staged,
+                              tracked_run)
+from retina_seg.train import FitOutputs, compile_model, fit
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class JobResult:
+    run_id: str
+    model: tf.keras.Model
+    metrics: dict
+    objective: float  # best value of trainer.monitor on validation: what a sweeper optimizes
+
+
+def run_job(cfg: DictConfig, workdir: Path) -> JobResult:
+    """One training job from a composed config; files are staged in `workdir/artifacts` and logged."""
+    config: Config = validate(cfg)
+    check_tracking(config.tracking)
+    tf.keras.utils.set_random_seed(config.seed)
+    channels = config.data.channels
+    splits = load_splits(config.data, config.image_size, config.seed)
+    augmentation = build_augmentation(config.augmentation, config.seed)
+    model = build_model(config.backbone.name, config.arch, len(channels), config.image_size, config.encoder_weights)
+    compile_model(model, config.trainer, config.loss)
+    log.info("data %s: %s", config.data.name, {split: len(arrays) for split, arrays in splits.items()})
+
+    staging = workdir / "artifacts"
+    (staging / "metrics").mkdir(parents=True, exist_ok=True)
+    stem = config.artifact_stem
+    (staging / f"{stem}.json").write_text(model.to_json())
+    (staging / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    outputs = FitOutputs(weights=staging / f"{stem}.h5", history=staging / f"{stem}.csv")
+    tags = {"backbone": config.backbone.name, "arch": config.arch.name.value, "dataset": config.data.name,
+            "task": config.data.task.value, "git_commit": git_commit()}
+
+    with tracked_run(config.tracking, staging, tags) as run:
+        mlflow.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
+        batch = config.trainer.batch_size
+        steps = config.trainer.steps_per_epoch or math.ceil(len(splits["train"]) / batch)
+        history = fit(model, training_dataset(splits["train"], batch, augmentation, config.seed),
+                      evaluation_dataset(splits["val"], batch), steps, config.trainer, outputs, [MlflowMetrics()])
+        plot_history(history, staging / "curves.png")
+
+        test = splits["test"]
+        probs = predict_probabilities(model, test.images, batch)
+        per_image, summary = evaluate(probs, test, channels)
+        per_image.to_csv(staging / "metrics" / "per_image.csv", index=False)
+        (staging / "metrics" / "summary.json").write_text(json.dumps(summary, indent=2))
+        plot_examples(test.images, test.masks, probs, test.names, staging / "test_examples.png")
+        mlflow.log_metrics({key: value for key, value in summary.items() if math.isfinite(value)})
+        log_staged(staging)
+        mlflow.tensorflow.log_model(model, name="model", keras_model_kwargs={"save_format": "h5"},
+                                    pip_requirements=_requirements())
+        objective = float(history[config.trainer.monitor].agg(config.trainer.monitor_mode.value))
+        log.info("run %s: test F1 %.4f (all-foreground baseline %.4f), AUC %.4f", run.info.run_id,
+                 summary["test_f1"], summary["test_f1_trivial"], summary["test_auc"])
+    return JobResult(run_id=run.info.run_id, model=model, metrics=summary, objective=objective)
+
+
+def _requirements() -> list[str]:
+    """What a serving environment needs to load the logged model (given explicitly: inference is slow)."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in ("tensorflow", "tf-keras", "segmentation-models", "h5py")]
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    try:
+        return run_job(cfg, Path(HydraConfig.get().runtime.output_dir)).objective
+    except (ConfigError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""MLflow: checking the store, one run per job with an honest end status, params, per-epoch metrics, artifacts.
+
+A run always ends FINISHED, FAILED (an exception) or KILLED (Ctrl-C or SIGTERM, e.g. a cluster time
+limit), and whatever the job had written to its staging folder is logged before the run is closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Dict, Iterator, Mapping
+
+import mlflow
+import pandas as pd
+import tensorflow as tf
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from retina_seg.config import PROJECT_ROOT, ConfigError, TrackingConfig
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def _env(**values: str) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def check_tracking(cfg: TrackingConfig) -> None:
+    """Fail in seconds, with one line, when the tracking store cannot be reached (no retries here)."""
+    if cfg.uri.startswith("sqlite:///"):
+        folder = Path(cfg.uri[len("sqlite:///"):]).parent
+        if not folder.is_dir():
+            raise ConfigError(f"tracking.uri={cfg.uri!r}: folder '{folder}' does not exist")
+    try:
+        with _env(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10"):
+            MlflowClient(cfg.uri).search_experiments(max_results=1)
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"tracking.uri={cfg.uri!r} is unreachable: {reason[:300]}") from exc
+
+
+def _experiment_id(cfg: TrackingConfig) -> str:
+    experiment = mlflow.get_experiment_by_name(cfg.experiment)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = Path(cfg.artifact_location).resolve().as_uri() if cfg.artifact_location else None
+    try:
+        return mlflow.create_experiment(cfg.experiment, artifact_location=location)
+    except MlflowException:  # a parallel job created it first
+        return mlflow.get_experiment_by_name(cfg.experiment).experiment_id
+
+
+def git_commit() -> str:
+    """The project's commit, so a run can be traced to the code that made it."""
+    try:
+        out = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=10)
+    except OSError:
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def flatten(config: Mapping) -> Dict[str, str]:
+    """Nested config -> {'trainer.lr': '0.001', ...}, the form MLflow params take."""
+    row = pd.json_normalize(dict(config), sep=".").iloc[0]
+    return {key: str(value) for key, value in row.items()}
+
+
+@contextmanager
+def tracked_run(cfg: TrackingConfig, staging: Path, tags: Dict[str, str]) -> Iterator[mlflow.ActiveRun]:
+    """An MLflow run around a job; on failure or interruption it keeps the staged files and records why."""
+    mlflow.set_tracking_uri(cfg.uri)
+    run = mlflow.start_run(experiment_id=_experiment_id(cfg), run_name=cfg.run_name, tags=tags)
+    previous = _sigterm_as_interrupt()
+    try:
+        yield run
+    except KeyboardInterrupt:
+        _close(run, staging, "KILLED")
+        raise
+    except BaseException:
+        _close(run, staging, "FAILED")
+        raise
+    else:
+        mlflow.end_run("FINISHED")
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _close(run: mlflow.ActiveRun, staging: Path, status: str) -> None:
+    try:
+        log_staged(staging)
+    except Exception as exc:  # the status matters more than the files; say what was lost
+        log.error("could not log the artifacts of run %s: %s", run.info.run_id, exc)
+    finally:
+        mlflow.end_run(status)
+        log.error("run %s marked %s", run.info.run_id, status)
+
+
+def log_staged(staging: Path) -> None:
+    """Log every file the job wrote to its staging folder at the run's artifact root."""
+    if staging.is_dir() and any(staging.iterdir()):
+        mlflow.log_artifacts(str(staging))
+
+
+def _sigterm_as_interrupt():
+    """Treat SIGTERM (scheduler time limits, `kill`) like Ctrl-C so the run ends KILLED, not RUNNING."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    return signal.signal(signal.SIGTERM, interrupt)
+
+
+class MlflowMetrics(tf.keras.callbacks.Callback):
+    """Log every Keras epoch metric (loss, iou_score, f1-score, their val_ twins, lr) with step = epoch."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        mlflow.log_metrics({key: float(value) for key, value in (logs or {}).items()}, step=epoch)

@@ -1,0 +1,79 @@
+"""Compile and fit: the optimizer, the callbacks that keep the best epoch, and a readable epoch log."""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List
+
+import pandas as pd
+import tensorflow as tf
+
+from retina_seg.config import LossConfig, TrainerConfig
+from retina_seg.losses import build_loss, build_metrics
+
+log = logging.getLogger(__name__)
+
+OPTIMIZERS = {
+    "adam": tf.keras.optimizers.Adam,
+    "adamw": tf.keras.optimizers.AdamW,
+    "sgd": tf.keras.optimizers.SGD,
+    "rmsprop": tf.keras.optimizers.RMSprop,
+}
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the run fails rather than logging a broken model."""
+
+
+@dataclass
+class FitOutputs:
+    """Where fit writes: best-epoch weights (.h5) and the per-epoch history (.csv)."""
+
+    weights: Path
+    history: Path
+
+
+def compile_model(model: tf.keras.Model, trainer: TrainerConfig, loss: LossConfig) -> None:
+    optimizer = OPTIMIZERS[trainer.optimizer.value](learning_rate=trainer.lr)
+    model.compile(optimizer=optimizer, loss=build_loss(loss), metrics=build_metrics())
+
+
+class EpochLog(tf.keras.callbacks.Callback):
+    """One plain line per epoch through `logging`, so the Hydra log file reads like the terminal."""
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        values = " ".join(f"{key}={value:.4g}" for key, value in (logs or {}).items())
+        log.info("epoch %d/%d %s", epoch + 1, self.epochs, values)
+
+
+def fit(model: tf.keras.Model, train: tf.data.Dataset, val: tf.data.Dataset, steps_per_epoch: int,
+        trainer: TrainerConfig, outputs: FitOutputs, extra_callbacks: List[tf.keras.callbacks.Callback]) -> pd.DataFrame:
+    """Train, then restore the best epoch's weights; returns the history (one row per epoch)."""
+    mode = trainer.monitor_mode.value
+    callbacks = [
+        tf.keras.callbacks.ModelCheckpoint(str(outputs.weights), monitor=trainer.monitor, mode=mode,
+                                           save_best_only=True, save_weights_only=True),
+        tf.keras.callbacks.EarlyStopping(monitor=trainer.monitor, mode=mode,
+                                         patience=trainer.early_stopping_patience),
+        tf.keras.callbacks.ReduceLROnPlateau(monitor=trainer.monitor, mode=mode, factor=trainer.reduce_lr_factor,
+                                             patience=trainer.reduce_lr_patience),
+        tf.keras.callbacks.CSVLogger(str(outputs.history)),
+        tf.keras.callbacks.TerminateOnNaN(),
+        EpochLog(trainer.epochs),
+        *extra_callbacks,
+    ]
+    history = model.fit(train, validation_data=val, epochs=trainer.epochs, steps_per_epoch=steps_per_epoch,
+                        callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
+    losses = history.history.get("loss", [])
+    if not losses or not all(math.isfinite(value) for value in losses) or not outputs.weights.exists():
+        raise TrainingDiverged(f"training diverged (loss per epoch: {losses}); lower trainer.lr")
+    model.load_weights(str(outputs.weights))
+    return pd.read_csv(outputs.history)
