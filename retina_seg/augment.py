@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import albumentations as A
 from hydra.utils import instantiate
 
 from retina_seg.config import AugmentationConfig, ConfigError
 
 
-def build_augmentation(cfg: AugmentationConfig, seed: int) -> Optional[A.Compose]:
+def build_augmentation(cfg: AugmentationConfig, seed: int) -> A.Compose | None:
     """A seeded Compose applying the same geometry to the image and its masks; None when there are no transforms."""
     if not cfg.transforms:
         return None
@@ -20,5 +18,6 @@ def build_augmentation(cfg: AugmentationConfig, seed: int) -> Optional[A.Compose
             transforms.append(instantiate(node))
         except Exception as exc:  # Hydra wraps the transform's own argument error
             reason = str(exc.__cause__ or exc).splitlines()[0]
-            raise ConfigError(f"augmentation.transforms[{index}] ({node.get('_target_')}) is invalid: {reason}")
+            raise ConfigError(
+                f"augmentation.transforms[{index}] ({node.get('_target_')}) is invalid: {reason}") from exc
     return A.Compose(transforms, seed=seed)

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -130,7 +130,7 @@ class TrainerConfig:
     early_stopping_patience: int = 8
     reduce_lr_patience: int = 4
     reduce_lr_factor: float = 0.5
-    steps_per_epoch: Optional[int] = None  # null: one pass over the training images
+    steps_per_epoch: int | None = None  # null: one pass over the training images
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, "trainer.epochs", "an integer >= 1", self.epochs)
@@ -151,8 +151,8 @@ class TrainerConfig:
 class TrackingConfig:
     uri: str = MISSING
     experiment: str = "retina-seg"
-    artifact_location: Optional[str] = None  # where a new experiment stores artifacts; null: the server decides
-    run_name: Optional[str] = None
+    artifact_location: str | None = None  # where a new experiment stores artifacts; null: the server decides
+    run_name: str | None = None
 
 
 @dataclass
@@ -166,7 +166,8 @@ class Config:
     tracking: TrackingConfig = MISSING
     image_size: int = 256
     seed: int = 42
-    encoder_weights: Optional[str] = None  # null: random init; "imagenet": downloads (needs network)
+    encoder_weights: str | None = None  # null: random init; "imagenet": downloads (needs network)
+    batchnorm_momentum: float | None = None  # null: the backbone's own (0.99)
 
     def __post_init__(self) -> None:
         multiple = self.arch.size_multiple
@@ -174,6 +175,8 @@ class Config:
                  f"a multiple of {multiple} for arch={self.arch.name.value}", self.image_size)
         _require(self.encoder_weights in (None, "imagenet"), "encoder_weights", "null or 'imagenet'",
                  self.encoder_weights)
+        _require(self.batchnorm_momentum is None or 0 <= self.batchnorm_momentum < 1, "batchnorm_momentum",
+                 "null or a value in [0, 1)", self.batchnorm_momentum)
 
     @property
     def artifact_stem(self) -> str:

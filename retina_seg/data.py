@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Sequence
 
 import cv2
 import numpy as np
@@ -29,7 +29,7 @@ class Sample:
 
     image: Path
     masks: tuple
-    fov: Optional[Path]
+    fov: Path | None
     split: str
 
 

@@ -13,7 +13,7 @@ ARCHITECTURES = {"unet": sm.Unet, "fpn": sm.FPN, "linknet": sm.Linknet, "pspnet"
 
 
 def build_model(backbone: str, arch: ArchConfig, classes: int, image_size: int,
-                encoder_weights: str | None) -> tf.keras.Model:
+                encoder_weights: str | None, batchnorm_momentum: float | None = None) -> tf.keras.Model:
     """A model mapping float32 images (B, H, W, 3) in [0, 1] to sigmoid probabilities (B, H, W, classes).
 
     Multi-label on purpose: vessels are one channel, lesion types are independent channels.
@@ -25,7 +25,7 @@ def build_model(backbone: str, arch: ArchConfig, classes: int, image_size: int,
                           f"expected one of {', '.join(sorted(valid))}")
     side = image_size if arch.name.value == "pspnet" else None
     try:
-        return ARCHITECTURES[arch.name.value](
+        model = ARCHITECTURES[arch.name.value](
             backbone_name=backbone, input_shape=(side, side, 3), classes=classes, activation="sigmoid",
             encoder_weights=encoder_weights, **arch.options)
     except Exception as exc:
@@ -34,6 +34,11 @@ def build_model(backbone: str, arch: ArchConfig, classes: int, image_size: int,
         if isinstance(exc, (TypeError, ValueError)):
             raise ConfigError(f"arch={arch.name.value} backbone={backbone}: {exc}") from exc
         raise
+    if batchnorm_momentum is not None:
+        for layer in model.layers:
+            if isinstance(layer, tf.keras.layers.BatchNormalization):
+                layer.momentum = batchnorm_momentum
+    return model
 
 
 def _is_download_failure(exc: BaseException) -> bool:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import albumentations as A
 import numpy as np
 import tensorflow as tf
@@ -16,7 +14,7 @@ def to_model_input(images: np.ndarray) -> np.ndarray:
     return images.astype(np.float32) / 255.0
 
 
-def training_dataset(arrays: Arrays, batch_size: int, augmentation: Optional[A.Compose], seed: int) -> tf.data.Dataset:
+def training_dataset(arrays: Arrays, batch_size: int, augmentation: A.Compose | None, seed: int) -> tf.data.Dataset:
     """Endless shuffled batches of (image float32 (B, H, W, 3), mask float32 (B, H, W, C))."""
     ds = tf.data.Dataset.from_tensor_slices((arrays.images, arrays.masks))
     ds = ds.shuffle(len(arrays), seed=seed, reshuffle_each_iteration=True).repeat()

@@ -17,7 +17,7 @@ CURVES = ("loss", "iou_score", "f1-score")
 def plot_history(history: pd.DataFrame, path: Path) -> None:
     """Train and validation curves of loss, IoU and F-score against epoch."""
     fig, axes = plt.subplots(1, len(CURVES), figsize=(4 * len(CURVES), 3.2))
-    for ax, key in zip(axes, CURVES):
+    for ax, key in zip(axes, CURVES, strict=True):
         for prefix, style in (("", "-"), ("val_", "--")):
             if prefix + key in history:
                 ax.plot(history["epoch"] + 1, history[prefix + key], style, marker="o", label=prefix + key)
@@ -44,7 +44,7 @@ def plot_examples(images: np.ndarray, truths: np.ndarray, probs: np.ndarray, nam
     fig, axes = plt.subplots(count, 3, figsize=(9, 3 * count), squeeze=False)
     for row in range(count):
         panels = (images[row], colorize(truths[row].astype(np.float32)), colorize(probs[row]))
-        for ax, panel, title in zip(axes[row], panels, ("image", "ground truth", "prediction")):
+        for ax, panel, title in zip(axes[row], panels, ("image", "ground truth", "prediction"), strict=True):
             ax.imshow(panel)
             ax.set_title(f"{names[row]}: {title}", fontsize=9)
             ax.axis("off")

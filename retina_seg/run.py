@@ -28,8 +28,7 @@ from retina_seg.evaluate import evaluate, predict_probabilities
 from retina_seg.model import build_model
 from retina_seg.pipeline import evaluation_dataset, training_dataset
 from retina_seg.plots import plot_examples, plot_history
-from retina_seg.track import (MlflowMetrics, check_tracking, flatten, git_commit, log_staged,
-                              tracked_run)
+from retina_seg.track import MlflowMetrics, check_tracking, flatten, git_commit, log_staged, tracked_run
 from retina_seg.train import FitOutputs, compile_model, fit
 
 log = logging.getLogger(__name__)
@@ -51,7 +50,8 @@ def run_job(cfg: DictConfig, workdir: Path) -> JobResult:
     channels = config.data.channels
     splits = load_splits(config.data, config.image_size, config.seed)
     augmentation = build_augmentation(config.augmentation, config.seed)
-    model = build_model(config.backbone.name, config.arch, len(channels), config.image_size, config.encoder_weights)
+    model = build_model(config.backbone.name, config.arch, len(channels), config.image_size, config.encoder_weights,
+                        config.batchnorm_momentum)
     compile_model(model, config.trainer, config.loss)
     log.info("data %s: %s", config.data.name, {split: len(arrays) for split, arrays in splits.items()})
 

@@ -55,7 +55,8 @@ class EpochLog(tf.keras.callbacks.Callback):
 
 
 def fit(model: tf.keras.Model, train: tf.data.Dataset, val: tf.data.Dataset, steps_per_epoch: int,
-        trainer: TrainerConfig, outputs: FitOutputs, extra_callbacks: List[tf.keras.callbacks.Callback]) -> pd.DataFrame:
+        trainer: TrainerConfig, outputs: FitOutputs,
+        extra_callbacks: List[tf.keras.callbacks.Callback]) -> pd.DataFrame:
     """Train, then restore the best epoch's weights; returns the history (one row per epoch)."""
     mode = trainer.monitor_mode.value
     callbacks = [

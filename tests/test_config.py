@@ -1,0 +1,70 @@
+"""The config tree composes for every option of every group, and the schema rejects bad values."""
+
+from __future__ import annotations
+
+import pytest
+from hydra.errors import ConfigCompositionException
+
+from retina_seg.config import CONF_DIR, Arch, Config, ConfigError, validate
+from tests.conftest import compose_config
+
+GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir())
+OPTIONS = [(group, p.stem) for group in GROUPS for p in sorted((CONF_DIR / group).glob("*.yaml"))]
+
+
+def test_every_group_has_options():
+    assert {"backbone", "arch", "loss", "data", "augmentation", "trainer", "tracking"} <= set(GROUPS)
+    assert len([o for o in OPTIONS if o[0] == "backbone"]) >= 12
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_option_composes_and_validates(group, option):
+    # 192 divides by 32 and by 48, so every architecture accepts it
+    config = validate(compose_config([f"{group}={option}", "image_size=192"]))
+    assert isinstance(config, Config)
+    selected = {"backbone": config.backbone.name, "arch": config.arch.name.value,
+                "augmentation": config.augmentation.name, "data": config.data.name}
+    if group in selected:
+        assert selected[group] == option
+
+
+def test_defaults():
+    config = validate(compose_config([]))
+    assert (config.backbone.name, config.arch.name, config.data.name) == ("resnet34", Arch.unet, "synthetic")
+    assert config.encoder_weights is None
+    assert config.tracking.uri.startswith("sqlite:////") and config.tracking.uri.endswith("/mlflow.db")
+    assert config.artifact_stem == "resnet34_Retinal"
+
+
+def test_overrides_reach_the_typed_config():
+    config = validate(compose_config(["backbone=efficientnetb3", "loss.focal=2", "image_size=128",
+                                      "augmentation=strong", "trainer.epochs=3"]))
+    assert config.backbone.name == "efficientnetb3"
+    assert config.loss.weights() == {"dice": 1.0, "focal": 2.0, "bce": 0.0, "jaccard": 0.0}
+    assert config.image_size == 128 and config.data.native_size == 128
+    assert config.trainer.epochs == 3
+    assert len(config.augmentation.transforms) > 4
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["loss.dice=-1"], "loss.dice=-1.0 is invalid: expected a finite weight >= 0"),
+    (["loss.dice=0", "loss.focal=0"], "expected at least one weight > 0"),
+    (["image_size=100"], "image_size=100 is invalid: expected a multiple of 32 for arch=unet"),
+    (["arch=pspnet", "image_size=64"], "expected a multiple of 48 for arch=pspnet"),
+    (["trainer.lr=0"], "trainer.lr=0.0 is invalid"),
+    (["trainer.monitor=val_accuracy"], "trainer.monitor='val_accuracy' is invalid"),
+    (["data.val_fraction=0.6", "data.test_fraction=0.5"], "a sum below 1"),
+    (["encoder_weights=random"], "encoder_weights='random' is invalid"),
+])
+def test_bad_values_raise_one_clear_line(overrides, message):
+    with pytest.raises(ConfigError) as error:
+        validate(compose_config(overrides))
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("overrides", [["trainer.epoch=3"], ["backbone=resnet35"], ["data.task=arteries"],
+                                       ["image_size=big"]])
+def test_unknown_keys_options_and_types_fail_at_composition(overrides):
+    with pytest.raises(ConfigCompositionException):
+        compose_config(overrides)

@@ -1,0 +1,65 @@
+"""Every configured backbone and architecture builds and maps images to per-pixel probabilities."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from retina_seg.config import CONF_DIR, ConfigError, validate
+from retina_seg.losses import build_loss
+from retina_seg.model import build_model
+from tests.conftest import compose_config
+
+BACKBONES = sorted(p.stem for p in (CONF_DIR / "backbone").glob("*.yaml"))
+ARCHS = sorted(p.stem for p in (CONF_DIR / "arch").glob("*.yaml"))
+
+
+def build(overrides, classes=1):
+    config = validate(compose_config(overrides))
+    return config, build_model(config.backbone.name, config.arch, classes, config.image_size,
+                               config.encoder_weights, config.batchnorm_momentum)
+
+
+@pytest.fixture(autouse=True)
+def fresh_session():
+    yield
+    tf.keras.backend.clear_session()
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_every_backbone_builds_a_unet(backbone):
+    _, model = build([f"backbone={backbone}", "image_size=64"])
+    out = model.predict(np.random.default_rng(0).random((1, 64, 64, 3), dtype=np.float32), verbose=0)
+    assert out.shape == (1, 64, 64, 1)
+    assert 0.0 <= out.min() and out.max() <= 1.0
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_arch_builds_with_three_lesion_channels(arch):
+    config, model = build([f"arch={arch}", "backbone=resnet18", "image_size=96"], classes=3)
+    assert model.output_shape[-1] == 3
+    out = model.predict(np.zeros((1, 96, 96, 3), np.float32), verbose=0)
+    assert out.shape == (1, 96, 96, 3)
+
+
+def test_batchnorm_momentum_comes_from_config():
+    _, model = build(["backbone=resnet18", "image_size=64", "batchnorm_momentum=0.8"])
+    momenta = {layer.momentum for layer in model.layers if isinstance(layer, tf.keras.layers.BatchNormalization)}
+    assert momenta == {0.8}
+
+
+def test_unknown_backbone_name_lists_valid_ones():
+    with pytest.raises(ConfigError, match=r"'resnet35' is not a segmentation_models backbone: .*resnet34"):
+        build(["backbone.name=resnet35", "image_size=64"])
+
+
+def test_loss_is_the_weighted_sum_of_terms():
+    config = validate(compose_config(["loss.dice=0.5", "loss.focal=2", "loss.bce=1"]))
+    loss = build_loss(config.loss)
+    y_true = tf.constant(np.random.default_rng(1).integers(0, 2, (2, 8, 8, 1)), tf.float32)
+    y_pred = tf.constant(np.random.default_rng(2).random((2, 8, 8, 1)), tf.float32)
+    from segmentation_models import losses as sm_losses
+    expected = (0.5 * sm_losses.DiceLoss()(y_true, y_pred) + 2 * sm_losses.BinaryFocalLoss()(y_true, y_pred)
+                + sm_losses.BinaryCELoss()(y_true, y_pred))
+    assert float(loss(y_true, y_pred)) == pytest.approx(float(expected), rel=1e-5)

@@ -1,0 +1,127 @@
+"""End to end: the real runner trains a tiny model, MLflow holds the run, the model reloads identically."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from retina_seg import load_model
+from retina_seg.config import PROJECT_ROOT, validate
+from retina_seg.data import load_splits
+from retina_seg.pipeline import to_model_input
+from retina_seg.run import run_job
+from tests.conftest import TINY, compose_config, isolate, run_cli, runs_in
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One tiny two-epoch job, run in-process through the same function the CLI calls."""
+    tmp = tmp_path_factory.mktemp("run")
+    cfg = compose_config([*TINY, *isolate(tmp), "trainer.epochs=2", "augmentation=light"])
+    result = run_job(cfg, tmp / "work")
+    return tmp, cfg, result
+
+
+def test_run_is_finished_with_params_tags_and_metrics(finished):
+    tmp, _, result = finished
+    client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["trainer.epochs"] == "2" and run.data.params["backbone.name"] == "resnet18"
+    assert run.data.params["loss.dice"] == "1.0" and run.data.params["image_size"] == "64"
+    assert run.data.tags["backbone"] == "resnet18" and run.data.tags["arch"] == "unet"
+    assert run.data.tags["dataset"] == "synthetic" and len(run.data.tags["git_commit"]) >= 7
+    for key in ("loss", "val_loss", "iou_score", "val_iou_score", "f1-score", "val_f1-score"):
+        assert [m.step for m in client.get_metric_history(result.run_id, key)] == [0, 1], key
+    for key in ("test_f1", "test_iou", "test_auc", "test_sensitivity", "test_specificity", "test_f1_trivial"):
+        assert 0.0 <= run.data.metrics[key] <= 1.0, key
+    assert run.data.metrics["test_f1"] == pytest.approx(result.metrics["test_f1"])
+
+
+def test_artifacts_are_named_by_the_contract(finished):
+    tmp, _, result = finished
+    client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
+    root = {a.path for a in client.list_artifacts(result.run_id)}
+    assert {"resnet18_Retinal.json", "resnet18_Retinal.h5", "resnet18_Retinal.csv", "config.yaml", "curves.png",
+            "test_examples.png", "metrics"} <= root
+    folder = client.download_artifacts(result.run_id, "", str(tmp / "download"))
+    history = pd.read_csv(f"{folder}/resnet18_Retinal.csv")
+    assert list(history.tail()["epoch"]) == [0, 1] and "val_f1-score" in history
+    assert json.loads(open(f"{folder}/metrics/summary.json").read())["test_f1"] == pytest.approx(
+        result.metrics["test_f1"])
+    assert pd.read_csv(f"{folder}/metrics/per_image.csv")["image"].nunique() >= 1
+    assert open(f"{folder}/curves.png", "rb").read(4) == b"\x89PNG"
+
+
+def test_reload_from_run_id_and_folder_predicts_identically(finished):
+    tmp, cfg, result = finished
+    config = validate(cfg)
+    images = to_model_input(load_splits(config.data, config.image_size, config.seed)["test"].images[:2])
+    expected = result.model.predict(images, verbose=0)
+    from_run = load_model(result.run_id, tracking_uri=f"sqlite:///{tmp}/mlflow.db")
+    np.testing.assert_allclose(from_run.predict(images, verbose=0), expected, atol=1e-6)
+    from_folder = load_model(tmp / "work" / "artifacts")
+    np.testing.assert_allclose(from_folder.predict(images, verbose=0), expected, atol=1e-6)
+
+
+def test_logged_mlflow_model_serves_the_same_predictions(finished):
+    tmp, cfg, result = finished
+    mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")
+    served = mlflow.pyfunc.load_model(f"runs:/{result.run_id}/model")
+    images = np.random.default_rng(0).random((1, 64, 64, 3), dtype=np.float32)
+    np.testing.assert_allclose(served.predict(images), result.model.predict(images, verbose=0), atol=1e-6)
+
+
+def test_cli_run_logs_a_finished_run(tmp_path):
+    done = run_cli("retina_seg.run", [*TINY, *isolate(tmp_path)], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    [run] = runs_in(tmp_path)
+    assert run.info.status == "FINISHED"
+    names = {a.path for a in MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").list_artifacts(run.info.run_id)}
+    assert {"resnet18_Retinal.json", "resnet18_Retinal.h5", "resnet18_Retinal.csv"} <= names
+    assert "epoch 1/1" in (tmp_path / "hydra" / "run.log").read_text()
+
+
+def test_a_run_that_raises_is_failed_and_keeps_its_files(tmp_path):
+    # a crop larger than the 64 px images is only detected when the first batch is augmented
+    cfg = compose_config([*TINY, *isolate(tmp_path), "augmentation=none",
+                          "+augmentation.transforms=[{_target_: albumentations.RandomCrop, height: 96, width: 96}]"])
+    with pytest.raises(Exception, match="(?i)crop"):
+        run_job(cfg, tmp_path / "work")
+    [run] = runs_in(tmp_path)
+    assert run.info.status == "FAILED"
+    names = {a.path for a in MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").list_artifacts(run.info.run_id)}
+    assert {"resnet18_Retinal.json", "config.yaml"} <= names
+
+
+def test_ctrl_c_marks_the_run_killed(tmp_path):
+    args = [sys.executable, "-m", "retina_seg.run", *TINY, *isolate(tmp_path), "trainer.epochs=500",
+            "trainer.early_stopping_patience=500", f"hydra.run.dir={tmp_path}/hydra"]
+    proc = subprocess.Popen(args, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and not (tmp_path / "hydra/artifacts/resnet18_Retinal.csv").exists():
+            assert proc.poll() is None, proc.stderr.read()[-2000:]
+            time.sleep(0.5)
+        time.sleep(2)
+        [run] = runs_in(tmp_path)
+        assert run.info.status == "RUNNING"
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    [run] = runs_in(tmp_path)
+    assert run.info.status == "KILLED"
+    names = {a.path for a in MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").list_artifacts(run.info.run_id)}
+    assert {"resnet18_Retinal.json", "resnet18_Retinal.csv", "resnet18_Retinal.h5"} <= names
