@@ -45,6 +45,16 @@ class Optimizer(Enum):
 MONITORABLE = [prefix + key for prefix in ("", "val_") for key in ("loss", "iou_score", "f1-score")]
 
 
+class Sampling(Enum):
+    resize = "resize"  # whole images resized to image_size
+    patches = "patches"  # random image_size crops of native-resolution images
+
+
+class Normalization(Enum):
+    unit = "unit"  # RGB / 255
+    backbone = "backbone"  # the encoder's own ImageNet preprocessing, built into the model
+
+
 class Mode(Enum):
     min = "min"
     max = "max"
@@ -94,8 +104,12 @@ class DataConfig:
     lesion_types: List[str] = field(default_factory=lambda: ["MA", "HE", "EX"])
     num_images: int = 48  # synthetic only: how many images to generate
     native_size: int = 256  # synthetic only: side of the generated images in pixels
-    val_fraction: float = 0.15
-    test_fraction: float = 0.2
+    val_fraction: float = 0.15  # of all images, or of the official training split where there is one
+    test_fraction: float = 0.2  # used only by datasets without an official test split
+    official_train_count: int = 0  # datasets split by file order (CHASE_DB1): the first N images train
+    sampling: Sampling = Sampling.resize
+    foreground_share: float = 0.5  # patches only: share of patches centred on a foreground pixel
+    max_side: int | None = None  # patches only: downscale larger native images to this longest side
 
     def __post_init__(self) -> None:
         _require(self.num_images >= 3, "data.num_images", "at least 3 (train, val and test)", self.num_images)
@@ -103,14 +117,34 @@ class DataConfig:
         for key in ("val_fraction", "test_fraction"):
             value = getattr(self, key)
             _require(0 < value < 1, f"data.{key}", "a fraction between 0 and 1", value)
+        _require(self.official_train_count >= 0, "data.official_train_count", "an integer >= 0",
+                 self.official_train_count)
         total = self.val_fraction + self.test_fraction
         _require(total < 1, "data.val_fraction + data.test_fraction", "a sum below 1", total)
         _require(len(self.lesion_types) > 0, "data.lesion_types", "at least one lesion type", self.lesion_types)
+        _require(0 <= self.foreground_share <= 1, "data.foreground_share", "a fraction between 0 and 1",
+                 self.foreground_share)
+        _require(self.max_side is None or self.max_side >= 32, "data.max_side", "null or at least 32",
+                 self.max_side)
 
     @property
     def channels(self) -> List[str]:
         """Names of the model's output channels: one sigmoid channel per lesion type, or one for vessels."""
         return list(self.lesion_types) if self.task is Task.lesions else ["vessels"]
+
+
+@dataclass
+class PreprocessConfig:
+    green_channel: bool = False  # feed the green channel (best vessel contrast) repeated to RGB
+    clahe: bool = False  # contrast-limited adaptive histogram equalisation on the luminance
+    clahe_clip_limit: float = 2.0
+    normalization: Normalization = Normalization.unit
+    fov_threshold: int = 20  # red-channel level (0-255) separating retina from background, to derive a FOV
+
+    def __post_init__(self) -> None:
+        _require(self.clahe_clip_limit > 0, "preprocess.clahe_clip_limit", "a value > 0", self.clahe_clip_limit)
+        _require(0 < self.fov_threshold < 255, "preprocess.fov_threshold", "a level between 1 and 254",
+                 self.fov_threshold)
 
 
 @dataclass
@@ -161,6 +195,7 @@ class Config:
     arch: ArchConfig = MISSING
     loss: LossConfig = MISSING
     data: DataConfig = MISSING
+    preprocess: PreprocessConfig = MISSING
     augmentation: AugmentationConfig = MISSING
     trainer: TrainerConfig = MISSING
     tracking: TrackingConfig = MISSING
@@ -186,6 +221,9 @@ class Config:
 
 def validate(cfg: DictConfig) -> Config:
     """Turn a composed config into typed, range-checked objects; raise ConfigError with one clear line."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"{missing[0]} is required: set it on the command line, e.g. {missing[0]}=<value>")
     try:
         return OmegaConf.to_object(cfg)
     except ConfigError:

@@ -1,21 +1,26 @@
-"""Datasets as (image, masks, fov) file triples with their split, and reading them into arrays.
+"""Reading datasets into checked, preprocessed arrays, before any training starts.
 
-A dataset adapter only lists files; reading, checking and resizing are shared, so every dataset
-gets the same error messages, and they come before training starts.
+Adapters (`adapters.py`) list files; this module decodes them (PNG, JPEG, TIFF, GIF, PPM, PPM.GZ),
+checks them (readable, same size, binary masks), derives field-of-view masks where none are shipped,
+applies the configured preprocessing, and keeps the decoded images in memory (the pipeline's cache).
 """
 
 from __future__ import annotations
 
+import gzip
+import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence
+from typing import Dict, List, Sequence
 
 import cv2
 import numpy as np
 
-from retina_seg.config import ConfigError, DataConfig
-from retina_seg.synthetic import LESION_TYPES, SyntheticSpec, ensure_dataset
+from retina_seg.adapters import ADAPTERS, LayoutError, Sample
+from retina_seg.config import ConfigError, DataConfig, PreprocessConfig, Sampling
 
+log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 
 
@@ -23,126 +28,162 @@ class DataError(ValueError):
     """A data file that cannot be used; the message names the file and the rule it breaks."""
 
 
-@dataclass(frozen=True)
-class Sample:
-    """One image with one mask file per output channel (None: that channel is empty) and its FOV."""
-
-    image: Path
-    masks: tuple
-    fov: Path | None
-    split: str
-
-
 @dataclass
 class Arrays:
-    """Decoded samples: images uint8 RGB (N, H, W, 3), masks uint8 (N, H, W, C) in {0, 1}, fov bool (N, H, W)."""
+    """Decoded samples of one split, one entry per image (sizes may differ at native resolution):
+    images uint8 RGB (H, W, 3), masks uint8 (H, W, C) in {0, 1}, fov bool (H, W)."""
 
-    images: np.ndarray
-    masks: np.ndarray
-    fov: np.ndarray
+    images: List[np.ndarray]
+    masks: List[np.ndarray]
+    fov: List[np.ndarray]
     names: List[str]
 
     def __len__(self) -> int:
         return len(self.images)
 
 
-def seeded_split(stems: Sequence[str], val_fraction: float, test_fraction: float, seed: int) -> Dict[str, str]:
-    """Assign each stem to train/val/test by a seeded shuffle; every split gets at least one item."""
-    order = np.random.default_rng(seed).permutation(len(stems))
-    n_test = max(1, round(len(stems) * test_fraction))
-    n_val = max(1, round(len(stems) * val_fraction))
-    if n_test + n_val >= len(stems):
-        raise ConfigError(f"data: {len(stems)} images are too few for a train/val/test split")
-    split = {}
-    for rank, index in enumerate(order):
-        split[stems[index]] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
-    return split
-
-
-def synthetic_samples(data: DataConfig, seed: int) -> List[Sample]:
-    folder = ensure_dataset(data.root, SyntheticSpec(data.num_images, data.native_size, seed))
-    stems = sorted(p.stem for p in (folder / "images").glob("*.png"))
-    split = seeded_split(stems, data.val_fraction, data.test_fraction, seed)
-    if data.task.value == "lesions":
-        def masks_of(stem):
-            return tuple(folder / "lesions" / f"{stem}_{name}.png" for name in data.lesion_types)
-    else:
-        def masks_of(stem):
-            return (folder / "masks" / f"{stem}.png",)
-    return [Sample(folder / "images" / f"{s}.png", masks_of(s), folder / "fov" / f"{s}.png", split[s])
-            for s in stems]
-
-
-ADAPTERS: Dict[str, Callable[[DataConfig, int], List[Sample]]] = {
-    "synthetic": synthetic_samples,
-}
-
-
 def list_samples(data: DataConfig, seed: int) -> List[Sample]:
-    """All samples of the configured dataset, each tagged with its split; checks every split is non-empty."""
+    """All samples of the configured dataset, each tagged with its split; every split must be non-empty."""
     if data.name not in ADAPTERS:
         raise ConfigError(f"data.name={data.name!r} is unknown: expected one of {', '.join(sorted(ADAPTERS))}")
-    if data.name == "synthetic":
-        unknown = sorted(set(data.lesion_types) - set(LESION_TYPES))
-        if unknown:
-            raise ConfigError(f"data.lesion_types has {unknown}: the synthetic dataset draws {list(LESION_TYPES)}")
-    samples = ADAPTERS[data.name](data, seed)
+    try:
+        samples = ADAPTERS[data.name](data, seed)
+    except LayoutError as exc:
+        raise DataError(str(exc)) from exc
     for split in SPLITS:
         if not any(s.split == split for s in samples):
             raise DataError(f"data.root '{data.root}': no images in the {split} split")
     return samples
 
 
+def _decode(path: Path, flags: int) -> np.ndarray | None:
+    if path.name.lower().endswith(".gz"):
+        try:
+            raw = gzip.decompress(path.read_bytes())
+        except (OSError, EOFError):
+            return None
+        return cv2.imdecode(np.frombuffer(raw, np.uint8), flags)
+    return cv2.imread(str(path), flags)
+
+
 def read_image(path: Path) -> np.ndarray:
     """RGB uint8 (H, W, 3); grayscale is repeated to three channels, alpha is dropped."""
-    pixels = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    pixels = _decode(path, cv2.IMREAD_COLOR)
     if pixels is None:
         raise DataError(f"{path}: unreadable image (missing, truncated or not an image file)")
     return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
 
 
 def read_mask(path: Path) -> np.ndarray:
-    """uint8 {0, 1} (H, W); accepts 0/1 and 0/255 masks and rejects anything in between."""
-    pixels = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    """uint8 {0, 1} (H, W). Any two-level mask (0/1, 0/255, GIF palettes, 1-bit PNG, red-on-black TIFF)
+    is binary; a nearly two-level mask (JPEG artefacts) is thresholded at half its maximum with a
+    warning; anything else (a grey-level or probability image) is rejected."""
+    pixels = _decode(path, cv2.IMREAD_GRAYSCALE)
     if pixels is None:
         raise DataError(f"{path}: unreadable mask (missing, truncated or not an image file)")
     values = np.unique(pixels)
-    if not (set(values.tolist()) <= {0, 1} or set(values.tolist()) <= {0, 255}):
-        raise DataError(f"{path}: mask is not binary (values {values[:6].tolist()}...; expected 0/1 or 0/255)")
-    return (pixels > 0).astype(np.uint8)
+    if len(values) <= 2 and values[0] == 0 or len(values) == 1:
+        return (pixels > 0).astype(np.uint8)
+    top = int(values[-1])
+    near_levels = (pixels <= 0.1 * top) | (pixels >= 0.9 * top)
+    if near_levels.mean() < 0.98:
+        raise DataError(f"{path}: mask is not binary ({len(values)} grey levels; expected two levels such as 0/255)")
+    log.warning("%s: mask has %d grey levels (JPEG-compressed?); thresholded at %d", path, len(values), top // 2)
+    return (pixels > top // 2).astype(np.uint8)
 
 
-def load_arrays(samples: Sequence[Sample], size: int) -> Arrays:
-    """Read, check and resize samples to size x size (area for images, nearest for masks)."""
-    images, masks, fovs = [], [], []
-    for sample in samples:
-        image = read_image(sample.image)
-        shape = image.shape[:2]
-        channels = []
-        for path in sample.masks:
-            mask = np.zeros(shape, np.uint8) if path is None else read_mask(path)
-            if mask.shape != shape:
-                raise DataError(f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image "
-                                f"{sample.image.name} is {shape[1]}x{shape[0]}")
-            channels.append(mask)
-        fov = np.ones(shape, np.uint8) if sample.fov is None else read_mask(sample.fov)
+def derive_fov(image: np.ndarray, threshold: int) -> np.ndarray:
+    """Field of view of a fundus photograph: the largest bright region of the red channel, holes filled."""
+    bright = (image[..., 0] > threshold).astype(np.uint8)
+    contours, _ = cv2.findContours(bright, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    fov = np.zeros_like(bright)
+    if contours:
+        cv2.drawContours(fov, [max(contours, key=cv2.contourArea)], -1, 1, thickness=cv2.FILLED)
+    return fov
+
+
+def preprocess_image(image: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """Colour preprocessing that stays outside the model (green channel, CLAHE); uint8 RGB in and out."""
+    if cfg.clahe:
+        lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB)
+        clahe = cv2.createCLAHE(clipLimit=cfg.clahe_clip_limit, tileGridSize=(8, 8))
+        lab[..., 0] = clahe.apply(lab[..., 0])
+        image = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+    if cfg.green_channel:
+        image = np.repeat(image[..., 1:2], 3, axis=-1)
+    return image
+
+
+def load_sample(sample: Sample, preprocess: PreprocessConfig) -> tuple:
+    """Read and check one sample at native resolution: (image, masks (H, W, C), fov)."""
+    image = read_image(sample.image)
+    shape = image.shape[:2]
+    channels = []
+    for path in sample.masks:
+        mask = np.zeros(shape, np.uint8) if path is None else read_mask(path)
+        if mask.shape != shape:
+            raise DataError(f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image "
+                            f"{sample.image.name} is {shape[1]}x{shape[0]}")
+        channels.append(mask)
+    if sample.fov is None:
+        fov = derive_fov(image, preprocess.fov_threshold)
+    else:
+        fov = read_mask(sample.fov)
         if fov.shape != shape:
-            raise DataError(f"{sample.fov}: FOV mask size differs from its image {sample.image.name}")
-        images.append(_resize(image, size, cv2.INTER_AREA))
-        masks.append(np.stack([_resize(m, size, cv2.INTER_NEAREST) for m in channels], axis=-1))
-        fovs.append(_resize(fov, size, cv2.INTER_NEAREST))
-    return Arrays(images=np.stack(images), masks=np.stack(masks),
-                  fov=np.stack(fovs).astype(bool),
-                  names=[s.image.stem for s in samples])
+            raise DataError(f"{sample.fov}: FOV mask is {fov.shape[1]}x{fov.shape[0]} but its image "
+                            f"{sample.image.name} is {shape[1]}x{shape[0]}")
+    return preprocess_image(image, preprocess), np.stack(channels, axis=-1), fov
 
 
-def _resize(pixels: np.ndarray, size: int, interpolation: int) -> np.ndarray:
-    if pixels.shape[:2] == (size, size):
-        return pixels
-    return cv2.resize(pixels, (size, size), interpolation=interpolation)
+def target_size(shape: tuple, side: int | None, max_side: int | None) -> tuple:
+    """(width, height) to load an image of `shape` at: side x side, or native capped at max_side."""
+    height, width = shape[:2]
+    if side:
+        return side, side
+    if max_side is None or max(height, width) <= max_side:
+        return width, height
+    scale = max_side / max(height, width)
+    return round(width * scale), round(height * scale)
 
 
-def load_splits(data: DataConfig, size: int, seed: int) -> Dict[str, Arrays]:
-    """The configured dataset, read and checked, as arrays per split."""
+def resized(image: np.ndarray, masks: np.ndarray, fov: np.ndarray, size: tuple) -> tuple:
+    """A sample at (width, height): area interpolation for the image, nearest for masks and FOV."""
+    if image.shape[1::-1] == tuple(size):
+        return image, masks, fov
+    channels = masks.shape[-1]
+    masks = cv2.resize(masks, size, interpolation=cv2.INTER_NEAREST).reshape(size[1], size[0], channels)
+    return (cv2.resize(image, size, interpolation=cv2.INTER_AREA), masks,
+            cv2.resize(fov, size, interpolation=cv2.INTER_NEAREST))
+
+
+def load_arrays(samples: Sequence[Sample], preprocess: PreprocessConfig, side: int | None = None,
+                max_side: int | None = None, workers: int = 4) -> Arrays:
+    """Decode samples in parallel threads; `side` resizes every sample to side x side, otherwise they
+    keep native resolution (capped at `max_side`)."""
+    def one(sample):
+        image, masks, fov = load_sample(sample, preprocess)
+        return resized(image, masks, fov, target_size(image.shape, side, max_side))
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        decoded = list(pool.map(one, samples))
+    return Arrays(images=[d[0] for d in decoded], masks=[d[1] for d in decoded],
+                  fov=[d[2].astype(bool) for d in decoded], names=[s.image.stem for s in samples])
+
+
+def check_channels(arrays: Dict[str, Arrays], channels: List[str], root: str) -> None:
+    """A channel with no foreground in any training image cannot be learnt: say so before training."""
+    train = arrays["train"]
+    for c, name in enumerate(channels):
+        if not any(mask[..., c].any() for mask in train.masks):
+            raise DataError(f"data.root '{root}': channel {name} has no foreground pixel in any training image")
+
+
+def load_splits(data: DataConfig, preprocess: PreprocessConfig, image_size: int, seed: int) -> Dict[str, Arrays]:
+    """The configured dataset, read and checked, as arrays per split. With `sampling: resize` every split
+    is resized to image_size; with `patches` every split keeps native resolution (capped at max_side)."""
     samples = list_samples(data, seed)
-    return {split: load_arrays([s for s in samples if s.split == split], size) for split in SPLITS}
+    side = image_size if data.sampling is Sampling.resize else None
+    arrays = {split: load_arrays([s for s in samples if s.split == split], preprocess, side, data.max_side)
+              for split in SPLITS}
+    check_channels(arrays, data.channels, data.root)
+    return arrays

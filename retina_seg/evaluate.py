@@ -8,14 +8,22 @@ import tensorflow as tf
 from sklearn.metrics import accuracy_score, f1_score, recall_score, roc_auc_score
 
 from retina_seg.data import Arrays
-from retina_seg.pipeline import to_model_input
+from retina_seg.pipeline import PAD_MULTIPLE, pad_to_multiple, to_model_input
 
 METRICS = ("f1", "iou", "sensitivity", "specificity", "accuracy", "auc")
 
 
-def predict_probabilities(model: tf.keras.Model, images: np.ndarray, batch_size: int) -> np.ndarray:
-    """uint8 RGB (N, H, W, 3) -> float32 probabilities (N, H, W, C) in [0, 1]."""
-    return model.predict(to_model_input(images), batch_size=batch_size, verbose=0)
+def predict_probabilities(model: tf.keras.Model, images: list, batch_size: int) -> list:
+    """uint8 RGB images (H, W, 3) -> float32 probabilities (H, W, C) in [0, 1], one per image; images
+    are zero-padded to a multiple of 32 and the prediction cropped back."""
+    if len({image.shape for image in images}) == 1 and images[0].shape[0] % PAD_MULTIPLE == 0 == \
+            images[0].shape[1] % PAD_MULTIPLE:
+        return list(model.predict(to_model_input(np.stack(images)), batch_size=batch_size, verbose=0))
+    probs = []
+    for image in images:
+        padded = to_model_input(pad_to_multiple(image)[None])
+        probs.append(model.predict(padded, verbose=0)[0, : image.shape[0], : image.shape[1]])
+    return probs
 
 
 def image_metrics(prob: np.ndarray, truth: np.ndarray, fov: np.ndarray, threshold: float) -> dict:
@@ -39,12 +47,12 @@ def image_metrics(prob: np.ndarray, truth: np.ndarray, fov: np.ndarray, threshol
     }
 
 
-def evaluate(probs: np.ndarray, arrays: Arrays, channels: list[str], threshold: float = 0.5):
+def evaluate(probs: list, arrays: Arrays, channels: list[str], threshold: float = 0.5):
     """Per-image table (image, channel, metrics...) and a flat summary {test_f1, test_f1_sd, test_f1_MA, ...}."""
     rows = []
     for index, name in enumerate(arrays.names):
         for c, channel in enumerate(channels):
-            metrics = image_metrics(probs[index, ..., c], arrays.masks[index, ..., c] > 0, arrays.fov[index],
+            metrics = image_metrics(probs[index][..., c], arrays.masks[index][..., c] > 0, arrays.fov[index],
                                     threshold)
             rows.append({"image": name, "channel": channel, **metrics})
     per_image = pd.DataFrame(rows)

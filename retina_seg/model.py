@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import segmentation_models as sm
 import tensorflow as tf
 
-from retina_seg.config import ArchConfig, ConfigError
+from retina_seg.config import ArchConfig, ConfigError, Normalization
 
 ARCHITECTURES = {"unet": sm.Unet, "fpn": sm.FPN, "linknet": sm.Linknet, "pspnet": sm.PSPNet}
 
 
-def build_model(backbone: str, arch: ArchConfig, classes: int, image_size: int,
-                encoder_weights: str | None, batchnorm_momentum: float | None = None) -> tf.keras.Model:
+def build_model(backbone: str, arch: ArchConfig, classes: int, image_size: int, encoder_weights: str | None,
+                batchnorm_momentum: float | None = None,
+                normalization: Normalization = Normalization.unit) -> tf.keras.Model:
     """A model mapping float32 images (B, H, W, 3) in [0, 1] to sigmoid probabilities (B, H, W, classes).
 
     Multi-label on purpose: vessels are one channel, lesion types are independent channels.
     H and W may be any multiple of 32 except for PSPNet, which is built for image_size only.
+    With `normalization: backbone` the encoder's own preprocessing is the model's first layer, so a
+    reloaded model takes the same [0, 1] input whatever the backbone.
     """
     valid = sm.Backbones.models_names()
     if backbone not in valid:
@@ -38,7 +42,25 @@ def build_model(backbone: str, arch: ArchConfig, classes: int, image_size: int,
         for layer in model.layers:
             if isinstance(layer, tf.keras.layers.BatchNormalization):
                 layer.momentum = batchnorm_momentum
+    if normalization is Normalization.backbone:
+        model = _with_input_normalization(model, backbone, side)
     return model
+
+
+def _with_input_normalization(model: tf.keras.Model, backbone: str, side: int | None) -> tf.keras.Model:
+    """Prepend the backbone's preprocessing as a frozen 1x1 convolution: every sm/Keras preprocess_input
+    is affine per pixel (scale, mean/std, RGB->BGR), so probing it with unit colours recovers it exactly
+    and it serialises to JSON + H5 like any other layer."""
+    preprocess = sm.get_preprocessing(backbone)
+    probes = np.concatenate([np.zeros((1, 3)), np.eye(3)]).reshape(4, 1, 1, 3) * 255.0
+    response = np.asarray(preprocess(probes.copy()), dtype=np.float64).reshape(4, 3)
+    bias = response[0]
+    kernel = (response[1:] - bias).reshape(1, 1, 3, 3)
+    layer = tf.keras.layers.Conv2D(3, 1, name="backbone_preprocessing", trainable=False)
+    inputs = tf.keras.Input((side, side, 3))
+    outputs = model(layer(inputs))
+    layer.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
+    return tf.keras.Model(inputs, outputs, name=f"{model.name}_{backbone}_preprocessed")
 
 
 def _is_download_failure(exc: BaseException) -> bool:

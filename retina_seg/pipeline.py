@@ -1,6 +1,14 @@
-"""tf.data input pipelines: uint8 arrays in, float32 batches out, augmentation in parallel on the train split."""
+"""tf.data input pipelines: decoded uint8 images in memory -> float32 batches in [0, 1].
+
+Training examples are made in parallel (resize or random patches, then augmentation); each example
+is a pure function of (image index, draw number, seed), so a run's stream of augmented examples is
+the same whatever thread made it.
+"""
 
 from __future__ import annotations
+
+import copy
+import threading
 
 import albumentations as A
 import numpy as np
@@ -8,41 +16,97 @@ import tensorflow as tf
 
 from retina_seg.data import Arrays
 
+PAD_MULTIPLE = 32
+
 
 def to_model_input(images: np.ndarray) -> np.ndarray:
-    """uint8 RGB (N, H, W, 3) -> float32 in [0, 1], the scale every model here is trained on."""
+    """uint8 RGB (N, H, W, 3) -> float32 in [0, 1], the scale every model here takes."""
     return images.astype(np.float32) / 255.0
 
 
-def training_dataset(arrays: Arrays, batch_size: int, augmentation: A.Compose | None, seed: int) -> tf.data.Dataset:
-    """Endless shuffled batches of (image float32 (B, H, W, 3), mask float32 (B, H, W, C))."""
-    ds = tf.data.Dataset.from_tensor_slices((arrays.images, arrays.masks))
-    ds = ds.shuffle(len(arrays), seed=seed, reshuffle_each_iteration=True).repeat()
-    if augmentation is not None:
-        ds = ds.map(_augmenter(augmentation, arrays), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+class ExampleMaker:
+    """Makes training example number `draw` from image `index`: a size x size crop (patch sampling,
+    centred on a foreground pixel with probability `foreground_share`) or the resized image, then
+    the augmentation, seeded from (seed, draw)."""
+
+    def __init__(self, arrays: Arrays, size: int, patches: bool, foreground_share: float,
+                 augmentation: A.Compose | None, seed: int):
+        self.arrays, self.size, self.patches = arrays, size, patches
+        self.foreground_share, self.augmentation, self.seed = foreground_share, augmentation, seed
+        self.local = threading.local()  # one Compose per thread: seeding a shared one is not thread-safe
+
+    def __call__(self, index, draw):
+        rng = np.random.default_rng([self.seed, int(draw)])
+        image, masks = self.arrays.images[int(index)], self.arrays.masks[int(index)]
+        if self.patches:
+            image, masks = self.crop(image, masks, rng)
+        if self.augmentation is not None:
+            compose = getattr(self.local, "compose", None)
+            if compose is None:
+                compose = self.local.compose = copy.deepcopy(self.augmentation)
+            compose.set_random_seed(int(rng.integers(2**31)))
+            out = compose(image=image, mask=masks)
+            image, masks = out["image"], out["mask"]
+        return np.ascontiguousarray(image), np.ascontiguousarray(masks)
+
+    def crop(self, image, masks, rng):
+        """A size x size window; images smaller than a window are zero-padded first."""
+        height, width = image.shape[:2]
+        pad_h, pad_w = max(0, self.size - height), max(0, self.size - width)
+        if pad_h or pad_w:
+            image = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)))
+            masks = np.pad(masks, ((0, pad_h), (0, pad_w), (0, 0)))
+            height, width = image.shape[:2]
+        foreground = np.argwhere(masks.any(axis=-1)) if rng.random() < self.foreground_share else ()
+        if len(foreground):
+            cy, cx = foreground[rng.integers(len(foreground))]
+            top = int(np.clip(cy - self.size // 2, 0, height - self.size))
+            left = int(np.clip(cx - self.size // 2, 0, width - self.size))
+        else:
+            top, left = int(rng.integers(height - self.size + 1)), int(rng.integers(width - self.size + 1))
+        window = (slice(top, top + self.size), slice(left, left + self.size))
+        return image[window], masks[window]
+
+
+def training_dataset(arrays: Arrays, batch_size: int, size: int, patches: bool, foreground_share: float,
+                     augmentation: A.Compose | None, seed: int) -> tf.data.Dataset:
+    """Endless batches of (image float32 (B, size, size, 3), mask float32 (B, size, size, C)); each epoch
+    visits every image once in a seeded shuffled order."""
+    maker = ExampleMaker(arrays, size, patches, foreground_share, augmentation, seed)
+    channels = arrays.masks[0].shape[-1]
+
+    def make(index, draw):
+        image, mask = tf.numpy_function(maker, [index, draw], [tf.uint8, tf.uint8], stateful=False)
+        image.set_shape((size, size, 3))
+        mask.set_shape((size, size, channels))
+        return _to_float(image, mask)
+
+    order = tf.data.Dataset.range(len(arrays)).shuffle(len(arrays), seed=seed, reshuffle_each_iteration=True)
+    ds = tf.data.Dataset.zip((order.repeat(), tf.data.Dataset.counter()))
+    return ds.map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(batch_size).prefetch(
+        tf.data.AUTOTUNE)
+
+
+def pad_to_multiple(pixels: np.ndarray, multiple: int = PAD_MULTIPLE) -> np.ndarray:
+    """Zero-pad (H, W, ...) at the bottom and right so H and W divide by `multiple`."""
+    height, width = pixels.shape[:2]
+    pad = ((0, -height % multiple), (0, -width % multiple)) + ((0, 0),) * (pixels.ndim - 2)
+    return np.pad(pixels, pad)
 
 
 def evaluation_dataset(arrays: Arrays, batch_size: int) -> tf.data.Dataset:
-    """One ordered pass over (image, mask) batches, no augmentation."""
-    ds = tf.data.Dataset.from_tensor_slices((arrays.images, arrays.masks))
-    return ds.map(_to_float).batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
-def _augmenter(augmentation: A.Compose, arrays: Arrays):
-    image_shape, mask_shape = arrays.images.shape[1:], arrays.masks.shape[1:]
-
-    def apply(image: np.ndarray, mask: np.ndarray):
-        out = augmentation(image=image, mask=mask)
-        return out["image"], out["mask"]
-
-    def augment(image, mask):
-        image, mask = tf.numpy_function(apply, [image, mask], [tf.uint8, tf.uint8])
-        image.set_shape(image_shape)
-        mask.set_shape(mask_shape)
-        return image, mask
-
-    return augment
+    """One ordered pass over whole (image, mask) pairs, zero-padded to a multiple of 32; images of
+    different sizes (native-resolution validation) go one per batch."""
+    images = [pad_to_multiple(image) for image in arrays.images]
+    masks = [pad_to_multiple(mask) for mask in arrays.masks]
+    if len({image.shape for image in images}) == 1:
+        ds = tf.data.Dataset.from_tensor_slices((np.stack(images), np.stack(masks))).batch(batch_size)
+    else:
+        signature = (tf.TensorSpec((None, None, 3), tf.uint8), tf.TensorSpec((None, None, masks[0].shape[-1]),
+                                                                              tf.uint8))
+        ds = tf.data.Dataset.from_generator(lambda: zip(images, masks, strict=True),
+                                            output_signature=signature).batch(1)
+    return ds.map(_to_float).prefetch(tf.data.AUTOTUNE)
 
 
 def _to_float(image, mask):

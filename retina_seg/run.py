@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import albumentations as A
 import hydra
 import mlflow
 import tensorflow as tf
@@ -22,7 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from retina_seg.augment import build_augmentation
-from retina_seg.config import Config, ConfigError, validate
+from retina_seg.config import Config, ConfigError, Sampling, validate
 from retina_seg.data import DataError, load_splits
 from retina_seg.evaluate import evaluate, predict_probabilities
 from retina_seg.model import build_model
@@ -48,10 +49,10 @@ def run_job(cfg: DictConfig, workdir: Path) -> JobResult:
     check_tracking(config.tracking)
     tf.keras.utils.set_random_seed(config.seed)
     channels = config.data.channels
-    splits = load_splits(config.data, config.image_size, config.seed)
+    splits = load_splits(config.data, config.preprocess, config.image_size, config.seed)
     augmentation = build_augmentation(config.augmentation, config.seed)
     model = build_model(config.backbone.name, config.arch, len(channels), config.image_size, config.encoder_weights,
-                        config.batchnorm_momentum)
+                        config.batchnorm_momentum, config.preprocess.normalization)
     compile_model(model, config.trainer, config.loss)
     log.info("data %s: %s", config.data.name, {split: len(arrays) for split, arrays in splits.items()})
 
@@ -60,6 +61,8 @@ def run_job(cfg: DictConfig, workdir: Path) -> JobResult:
     stem = config.artifact_stem
     (staging / f"{stem}.json").write_text(model.to_json())
     (staging / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if augmentation is not None:  # the resolved pipeline, every argument spelled out
+        A.save(augmentation, str(staging / "augmentation.yaml"), data_format="yaml")
     outputs = FitOutputs(weights=staging / f"{stem}.h5", history=staging / f"{stem}.csv")
     tags = {"backbone": config.backbone.name, "arch": config.arch.name.value, "dataset": config.data.name,
             "task": config.data.task.value, "git_commit": git_commit()}
@@ -68,8 +71,10 @@ def run_job(cfg: DictConfig, workdir: Path) -> JobResult:
         mlflow.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
         batch = config.trainer.batch_size
         steps = config.trainer.steps_per_epoch or math.ceil(len(splits["train"]) / batch)
-        history = fit(model, training_dataset(splits["train"], batch, augmentation, config.seed),
-                      evaluation_dataset(splits["val"], batch), steps, config.trainer, outputs, [MlflowMetrics()])
+        train = training_dataset(splits["train"], batch, config.image_size, config.data.sampling is Sampling.patches,
+                                 config.data.foreground_share, augmentation, config.seed)
+        history = fit(model, train, evaluation_dataset(splits["val"], batch), steps, config.trainer, outputs,
+                      [MlflowMetrics()])
         plot_history(history, staging / "curves.png")
 
         test = splits["test"]

@@ -20,7 +20,7 @@ def test_every_group_has_options():
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_option_composes_and_validates(group, option):
     # 192 divides by 32 and by 48, so every architecture accepts it
-    config = validate(compose_config([f"{group}={option}", "image_size=192"]))
+    config = validate(compose_config([f"{group}={option}", "image_size=192", "data.root=/data/somewhere"]))
     assert isinstance(config, Config)
     selected = {"backbone": config.backbone.name, "arch": config.arch.name.value,
                 "augmentation": config.augmentation.name, "data": config.data.name}
@@ -55,6 +55,7 @@ def test_overrides_reach_the_typed_config():
     (["trainer.monitor=val_accuracy"], "trainer.monitor='val_accuracy' is invalid"),
     (["data.val_fraction=0.6", "data.test_fraction=0.5"], "a sum below 1"),
     (["encoder_weights=random"], "encoder_weights='random' is invalid"),
+    (["data=drive"], "data.root is required: set it on the command line, e.g. data.root=<value>"),
 ])
 def test_bad_values_raise_one_clear_line(overrides, message):
     with pytest.raises(ConfigError) as error:

@@ -1,18 +1,21 @@
-"""Listing, splitting and reading samples, and the one-line errors for files that cannot be used."""
+"""Reading samples into checked arrays, preprocessing, FOV derivation, and one-line errors for bad files."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
+from retina_seg.adapters import Sample, seeded_split
 from retina_seg.config import ConfigError, validate
-from retina_seg.data import DataError, Sample, load_arrays, load_splits, seeded_split
+from retina_seg.data import DataError, derive_fov, load_arrays, load_splits, preprocess_image, read_mask
+from retina_seg.synthetic import generate_fundus
 from tests.conftest import compose_config
 
 
-def data_config(tmp_path, *overrides):
-    return validate(compose_config([f"data.root={tmp_path}", "image_size=64", "data.num_images=10", *overrides])).data
+def configs(tmp_path, *overrides):
+    return validate(compose_config([f"data.root={tmp_path}", "image_size=64", "data.num_images=10", *overrides]))
 
 
 def test_seeded_split_is_disjoint_complete_and_repeatable():
@@ -25,23 +28,31 @@ def test_seeded_split_is_disjoint_complete_and_repeatable():
 
 
 def test_synthetic_splits_load_as_arrays(tmp_path):
-    splits = load_splits(data_config(tmp_path), size=64, seed=3)
+    config = configs(tmp_path)
+    splits = load_splits(config.data, config.preprocess, 64, seed=3)
     assert sum(len(a) for a in splits.values()) == 10
     train = splits["train"]
-    assert train.images.shape[1:] == (64, 64, 3) and train.images.dtype == np.uint8
-    assert train.masks.shape[1:] == (64, 64, 1) and set(np.unique(train.masks)) == {0, 1}
-    assert train.fov.dtype == bool and train.fov[:, 32, 32].all()
+    assert train.images[0].shape == (64, 64, 3) and train.images[0].dtype == np.uint8
+    assert train.masks[0].shape == (64, 64, 1) and set(np.unique(train.masks[0])) == {0, 1}
+    assert train.fov[0].dtype == bool and train.fov[0][32, 32]
 
 
 def test_lesion_task_has_one_channel_per_lesion_type(tmp_path):
-    data = data_config(tmp_path, "data.task=lesions", "data.lesion_types=[MA,EX]")
-    assert data.channels == ["MA", "EX"]
-    assert load_splits(data, size=64, seed=3)["test"].masks.shape[-1] == 2
+    config = configs(tmp_path, "data.task=lesions", "data.lesion_types=[MA,EX]")
+    assert config.data.channels == ["MA", "EX"]
+    assert load_splits(config.data, config.preprocess, 64, seed=3)["test"].masks[0].shape[-1] == 2
 
 
 def test_unknown_synthetic_lesion_type_is_rejected(tmp_path):
+    config = configs(tmp_path, "data.task=lesions", "data.lesion_types=[MA,OD]")
     with pytest.raises(ConfigError, match=r"data.lesion_types has \['OD'\]"):
-        load_splits(data_config(tmp_path, "data.task=lesions", "data.lesion_types=[MA,OD]"), size=64, seed=3)
+        load_splits(config.data, config.preprocess, 64, seed=3)
+
+
+def test_patch_sampling_keeps_native_resolution_capped_at_max_side(tmp_path):
+    config = configs(tmp_path, "data.sampling=patches", "data.native_size=128", "data.max_side=96")
+    splits = load_splits(config.data, config.preprocess, 64, seed=3)
+    assert {image.shape for arrays in splits.values() for image in arrays.images} == {(96, 96, 3)}
 
 
 def write(path, pixels):
@@ -53,24 +64,61 @@ def test_mask_of_another_size_names_the_file(tmp_path):
     image = write(tmp_path / "a.png", np.zeros((32, 32, 3), np.uint8))
     mask = write(tmp_path / "a_mask.png", np.zeros((16, 32), np.uint8))
     with pytest.raises(DataError, match=r"a_mask.png: mask is 32x16 but its image a.png is 32x32"):
-        load_arrays([Sample(image, (mask,), None, "train")], size=32)
+        load_arrays([Sample(image, (mask,), None, "train")], configs(tmp_path).preprocess)
 
 
-def test_non_binary_mask_names_the_file(tmp_path):
-    image = write(tmp_path / "a.png", np.zeros((8, 8, 3), np.uint8))
+def test_non_binary_mask_names_the_file_and_the_rule(tmp_path):
     mask = write(tmp_path / "grey.png", np.arange(64, dtype=np.uint8).reshape(8, 8))
-    with pytest.raises(DataError, match=r"grey.png: mask is not binary"):
-        load_arrays([Sample(image, (mask,), None, "train")], size=8)
+    with pytest.raises(DataError, match=r"grey.png: mask is not binary \(64 grey levels; expected two levels"):
+        read_mask(mask)
+
+
+@pytest.mark.parametrize("levels", [(0, 1), (0, 255), (0, 76)])
+def test_two_level_masks_are_binary(tmp_path, levels):
+    pixels = np.full((8, 8), levels[0], np.uint8)
+    pixels[2:5, 3:6] = levels[1]
+    assert read_mask(write(tmp_path / "m.png", pixels)).sum() == 9
+
+
+def test_gif_palette_and_one_bit_png_masks(tmp_path):
+    pixels = np.zeros((16, 16), np.uint8)
+    pixels[4:8, 4:12] = 255
+    Image.fromarray(pixels).convert("P").save(tmp_path / "m.gif")
+    Image.fromarray(pixels).convert("1").save(tmp_path / "m.png")
+    assert read_mask(tmp_path / "m.gif").sum() == 32 and read_mask(tmp_path / "m.png").sum() == 32
+
+
+def test_jpeg_compressed_mask_is_thresholded_with_a_warning(tmp_path, caplog):
+    pixels = np.zeros((64, 64), np.uint8)
+    cv2.circle(pixels, (32, 32), 12, 255, -1)
+    path = tmp_path / "mask.jpg"
+    cv2.imwrite(str(path), pixels, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    mask = read_mask(path)
+    assert abs(int(mask.sum()) - int((pixels > 0).sum())) < 30
+    assert "JPEG-compressed?" in caplog.text
 
 
 def test_truncated_image_names_the_file(tmp_path):
     image = write(tmp_path / "a.png", np.full((64, 64, 3), 128, np.uint8))
     image.write_bytes(image.read_bytes()[:40])
     with pytest.raises(DataError, match=r"a.png: unreadable image"):
-        load_arrays([Sample(image, (None,), None, "train")], size=64)
+        load_arrays([Sample(image, (None,), None, "train")], configs(tmp_path).preprocess)
 
 
-def test_missing_mask_channel_is_empty_and_fov_defaults_to_whole_image(tmp_path):
-    image = write(tmp_path / "a.png", np.full((8, 8, 3), 9, np.uint8))
-    arrays = load_arrays([Sample(image, (None,), None, "test")], size=8)
-    assert arrays.masks.sum() == 0 and arrays.fov.all() and arrays.names == ["a"]
+def test_fov_is_derived_from_the_red_channel_when_not_shipped(tmp_path):
+    fundus = generate_fundus(128, np.random.default_rng(0))
+    derived = derive_fov(fundus.image, threshold=20)
+    agreement = (derived == fundus.fov).mean()
+    assert agreement > 0.99
+    image = write(tmp_path / "f.png", cv2.cvtColor(fundus.image, cv2.COLOR_RGB2BGR))
+    arrays = load_arrays([Sample(image, (None,), None, "test")], configs(tmp_path).preprocess)
+    assert arrays.masks[0].sum() == 0 and (arrays.fov[0] == fundus.fov.astype(bool)).mean() > 0.99
+
+
+def test_green_channel_and_clahe_preprocessing(tmp_path):
+    image = generate_fundus(128, np.random.default_rng(1)).image
+    green = preprocess_image(image, configs(tmp_path, "preprocess.green_channel=true").preprocess)
+    assert (green[..., 0] == image[..., 1]).all() and (green[..., 2] == image[..., 1]).all()
+    equalised = preprocess_image(image, configs(tmp_path, "preprocess.clahe=true").preprocess)
+    inside = generate_fundus(128, np.random.default_rng(1)).fov > 0
+    assert equalised[inside].std() > image[inside].std()

@@ -18,7 +18,7 @@ ARCHS = sorted(p.stem for p in (CONF_DIR / "arch").glob("*.yaml"))
 def build(overrides, classes=1):
     config = validate(compose_config(overrides))
     return config, build_model(config.backbone.name, config.arch, classes, config.image_size,
-                               config.encoder_weights, config.batchnorm_momentum)
+                               config.encoder_weights, config.batchnorm_momentum, config.preprocess.normalization)
 
 
 @pytest.fixture(autouse=True)
@@ -63,3 +63,18 @@ def test_loss_is_the_weighted_sum_of_terms():
     expected = (0.5 * sm_losses.DiceLoss()(y_true, y_pred) + 2 * sm_losses.BinaryFocalLoss()(y_true, y_pred)
                 + sm_losses.BinaryCELoss()(y_true, y_pred))
     assert float(loss(y_true, y_pred)) == pytest.approx(float(expected), rel=1e-5)
+
+
+@pytest.mark.parametrize("backbone", ["efficientnetb0", "vgg16", "densenet121", "mobilenetv2"])
+def test_backbone_normalization_is_the_encoders_own_preprocessing_inside_the_model(backbone):
+    from segmentation_models import get_preprocessing
+
+    _, model = build([f"backbone={backbone}", "image_size=64", "preprocess.normalization=backbone"])
+    images = np.random.default_rng(0).random((2, 8, 8, 3), dtype=np.float32)
+    layer = model.get_layer("backbone_preprocessing")
+    expected = get_preprocessing(backbone)(images.astype(np.float64) * 255.0)
+    np.testing.assert_allclose(layer(images).numpy(), expected, rtol=1e-4, atol=1e-3)
+    rebuilt = tf.keras.models.model_from_json(model.to_json())
+    rebuilt.set_weights(model.get_weights())
+    x = np.random.default_rng(1).random((1, 64, 64, 3), dtype=np.float32)
+    np.testing.assert_allclose(rebuilt.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)

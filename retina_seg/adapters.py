@@ -1,0 +1,233 @@
+"""Dataset adapters: each reads one public dataset's official layout and lists its samples with their split.
+
+An adapter only finds files and assigns splits; reading and checking pixels is `data.py`'s job. When
+`data.root` does not match the layout, the error says which layout was expected.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Callable, Dict, List, NamedTuple, Sequence
+
+import numpy as np
+
+from retina_seg.config import ConfigError, DataConfig
+from retina_seg.synthetic import LESION_TYPES, SyntheticSpec, ensure_dataset
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".ppm", ".bmp", ".ppm.gz")
+
+
+class Sample(NamedTuple):
+    """One image with one mask file per output channel (None: that channel is empty for this image),
+    its field-of-view mask (None: derive it from the image) and its split (train, val or test)."""
+
+    image: Path
+    masks: tuple
+    fov: Path | None
+    split: str
+
+
+class LayoutError(ValueError):
+    """`data.root` does not look like the dataset's official layout."""
+
+
+def _require_dir(root: Path, relative: str, layout: str) -> Path:
+    folder = root / relative
+    if not folder.is_dir():
+        raise LayoutError(f"data.root '{root}' has no {relative} folder (expected {layout})")
+    return folder
+
+
+def _files(folder: Path, pattern: str, layout: str) -> List[Path]:
+    """Files in `folder` whose name matches `pattern` (case-insensitive), sorted by name."""
+    regex = re.compile(pattern, re.IGNORECASE)
+    found = sorted(p for p in folder.iterdir() if p.is_file() and regex.fullmatch(p.name))
+    if not found:
+        raise LayoutError(f"'{folder}' holds no files named like {pattern} (expected {layout})")
+    return found
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _find(folder: Path, stem: str) -> Path | None:
+    """The image file named `stem` + any known suffix, matching the suffix case-insensitively."""
+    if not folder.is_dir():
+        return None
+    for path in folder.iterdir():
+        if path.is_file() and _stem(path) == stem and path.name.lower().endswith(IMAGE_SUFFIXES):
+            return path
+    return None
+
+
+def _require(path: Path | None, what: str, image: Path) -> Path:
+    if path is None:
+        raise LayoutError(f"{image}: no {what} found for this image")
+    return path
+
+
+def seeded_split(stems: Sequence[str], val_fraction: float, test_fraction: float, seed: int) -> Dict[str, str]:
+    """Assign each stem to train/val/test by a seeded shuffle; val and test get at least one item each
+    (test_fraction 0: no test items, for datasets whose test split is official)."""
+    order = np.random.default_rng(seed).permutation(len(stems))
+    n_test = max(1, round(len(stems) * test_fraction)) if test_fraction > 0 else 0
+    n_val = max(1, round(len(stems) * val_fraction))
+    if n_test + n_val >= len(stems):
+        raise ConfigError(f"data: {len(stems)} images are too few for a train/val/test split")
+    split = {}
+    for rank, index in enumerate(order):
+        split[stems[index]] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+    return split
+
+
+def _with_validation(samples: List[Sample], data: DataConfig, seed: int) -> List[Sample]:
+    """Carve the validation split out of an official training split (the test split stays official)."""
+    train = [str(s.image) for s in samples if s.split == "train"]
+    split = seeded_split(train, data.val_fraction, 0.0, seed)
+    return [s._replace(split=split.get(str(s.image), s.split)) for s in samples]
+
+
+def _seeded(samples: List[Sample], data: DataConfig, seed: int) -> List[Sample]:
+    split = seeded_split([s.image.name for s in samples], data.val_fraction, data.test_fraction, seed)
+    return [s._replace(split=split[s.image.name]) for s in samples]
+
+
+def synthetic(data: DataConfig, seed: int) -> List[Sample]:
+    unknown = sorted(set(data.lesion_types) - set(LESION_TYPES))
+    if unknown:
+        raise ConfigError(f"data.lesion_types has {unknown}: the synthetic dataset draws {list(LESION_TYPES)}")
+    folder = ensure_dataset(data.root, SyntheticSpec(data.num_images, data.native_size, seed))
+    samples = []
+    for image in sorted((folder / "images").glob("*.png")):
+        if data.task.value == "lesions":
+            masks = tuple(folder / "lesions" / f"{image.stem}_{name}.png" for name in data.lesion_types)
+        else:
+            masks = (folder / "masks" / image.name,)
+        samples.append(Sample(image, masks, folder / "fov" / image.name, "train"))
+    return _seeded(samples, data, seed)
+
+
+DRIVE_LAYOUT = "DRIVE: training|test/images/NN_training.tif|NN_test.tif, 1st_manual/NN_manual1.gif, mask/NN_*_mask.gif"
+
+
+def drive(data: DataConfig, seed: int) -> List[Sample]:
+    root = Path(data.root)
+    samples = []
+    for part in ("training", "test"):
+        folder = _require_dir(root, part, DRIVE_LAYOUT)
+        for image in _files(_require_dir(folder, "images", DRIVE_LAYOUT), rf"\d+_{part}\.tiff?", DRIVE_LAYOUT):
+            number = image.name.split("_")[0]
+            mask = _require(_find(folder / "1st_manual", f"{number}_manual1"), "1st_manual/NN_manual1.gif", image)
+            fov = _require(_find(folder / "mask", f"{number}_{part}_mask"), "mask/NN_*_mask.gif FOV", image)
+            samples.append(Sample(image, (mask,), fov, "train" if part == "training" else "test"))
+    return _with_validation(samples, data, seed)
+
+
+CHASE_LAYOUT = "CHASE_DB1: one folder of Image_NN{L,R}.jpg with Image_NN{L,R}_1stHO.png"
+
+
+def chase_db1(data: DataConfig, seed: int) -> List[Sample]:
+    """Conventional split: the first 20 images (patients 1-10) train, the last 8 (patients 11-14) test."""
+    root = Path(data.root)
+    if not root.is_dir():
+        raise LayoutError(f"data.root '{root}' is not a folder (expected {CHASE_LAYOUT})")
+    images = _files(root, r"Image_\d+[LR]\.jpg", CHASE_LAYOUT)
+    samples = []
+    for index, image in enumerate(images):
+        mask = _require(_find(root, f"{_stem(image)}_1stHO"), "Image_NNX_1stHO.png (1st observer)", image)
+        samples.append(Sample(image, (mask,), None, "train" if index < data.official_train_count else "test"))
+    return _with_validation(samples, data, seed)
+
+
+STARE_LAYOUT = "STARE: stare-images/im0001.ppm[.gz] and labels-ah/im0001.ah.ppm[.gz]"
+
+
+def stare(data: DataConfig, seed: int) -> List[Sample]:
+    root = Path(data.root)
+    images = _files(_require_dir(root, "stare-images", STARE_LAYOUT), r"im\d+\.ppm(\.gz)?", STARE_LAYOUT)
+    _require_dir(root, "labels-ah", STARE_LAYOUT)
+    samples = [Sample(image, (_require(_find(root / "labels-ah", f"{_stem(image)}.ah"),
+                                       "labels-ah/imNNNN.ah.ppm", image),), None, "train") for image in images]
+    return _seeded(samples, data, seed)
+
+
+HRF_LAYOUT = "HRF: images/01_dr.JPG, manual1/01_dr.tif, mask/01_dr_mask.tif"
+
+
+def hrf(data: DataConfig, seed: int) -> List[Sample]:
+    root = Path(data.root)
+    images = _files(_require_dir(root, "images", HRF_LAYOUT), r"\d+_(dr|g|h)\.jpe?g", HRF_LAYOUT)
+    samples = []
+    for image in images:
+        stem = _stem(image)
+        mask = _require(_find(_require_dir(root, "manual1", HRF_LAYOUT), stem), "manual1/NN_x.tif", image)
+        fov = _require(_find(_require_dir(root, "mask", HRF_LAYOUT), f"{stem}_mask"), "mask/NN_x_mask.tif", image)
+        samples.append(Sample(image, (mask,), fov, "train"))
+    return _seeded(samples, data, seed)
+
+
+IDRID_LESIONS = {"MA": "1. Microaneurysms", "HE": "2. Haemorrhages", "EX": "3. Hard Exudates",
+                 "SE": "4. Soft Exudates", "OD": "5. Optic Disc"}
+IDRID_PARTS = {"train": "a. Training Set", "test": "b. Testing Set"}
+IDRID_LAYOUT = ("IDRiD: A. Segmentation/1. Original Images/{a. Training Set,b. Testing Set}/IDRiD_NN.jpg and "
+                "A. Segmentation/2. All Segmentation Groundtruths/<set>/<N. Lesion>/IDRiD_NN_<MA|HE|EX|SE|OD>.tif")
+
+
+def idrid(data: DataConfig, seed: int) -> List[Sample]:
+    """Multi-label lesions; a lesion file missing for an image means that channel is empty for it."""
+    unknown = sorted(set(data.lesion_types) - set(IDRID_LESIONS))
+    if unknown:
+        raise ConfigError(f"data.lesion_types has {unknown}: IDRiD provides {list(IDRID_LESIONS)}")
+    root = _require_dir(Path(data.root), "A. Segmentation", IDRID_LAYOUT)
+    samples = []
+    for split, part in IDRID_PARTS.items():
+        images = _require_dir(root, f"1. Original Images/{part}", IDRID_LAYOUT)
+        truths = _require_dir(root, f"2. All Segmentation Groundtruths/{part}", IDRID_LAYOUT)
+        for image in _files(images, r"IDRiD_\d+\.jpe?g", IDRID_LAYOUT):
+            masks = tuple(_find(truths / IDRID_LESIONS[name], f"{_stem(image)}_{name}") for name in data.lesion_types)
+            samples.append(Sample(image, masks, None, split))
+    for channel, name in enumerate(data.lesion_types):
+        if all(s.masks[channel] is None for s in samples):
+            raise LayoutError(f"IDRiD lesion {name}: no ground truth file for any image under "
+                              f"'{root}/2. All Segmentation Groundtruths/*/{IDRID_LESIONS[name]}'")
+    return _with_validation(samples, data, seed)
+
+
+FIVES_LAYOUT = "FIVES: train|test/Original/1_A.png and train|test/Ground truth/1_A.png"
+
+
+def fives(data: DataConfig, seed: int) -> List[Sample]:
+    root = Path(data.root)
+    samples = []
+    for split in ("train", "test"):
+        originals = _require_dir(root, f"{split}/Original", FIVES_LAYOUT)
+        truths = _require_dir(root, f"{split}/Ground truth", FIVES_LAYOUT)
+        for image in _files(originals, r"\d+_[A-Z]\.png", FIVES_LAYOUT):
+            mask = _require(_find(truths, _stem(image)), "Ground truth/<same name>.png", image)
+            samples.append(Sample(image, (mask,), None, split))
+    return _with_validation(samples, data, seed)
+
+
+FOLDER_LAYOUT = "images/ and masks/ (optional fov/) with files matched by name stem"
+
+
+def folder(data: DataConfig, seed: int) -> List[Sample]:
+    """Users' own data: every image in images/ needs a mask of the same stem in masks/."""
+    root = Path(data.root)
+    images = _files(_require_dir(root, "images", FOLDER_LAYOUT), r".+", FOLDER_LAYOUT)
+    masks = _require_dir(root, "masks", FOLDER_LAYOUT)
+    samples = [Sample(image, (_require(_find(masks, _stem(image)), f"mask in '{masks}' with the same name", image),),
+                      _find(root / "fov", _stem(image)), "train") for image in images]
+    return _seeded(samples, data, seed)
+
+
+ADAPTERS: Dict[str, Callable[[DataConfig, int], List[Sample]]] = {
+    "synthetic": synthetic, "drive": drive, "chase_db1": chase_db1, "stare": stare, "hrf": hrf,
+    "idrid": idrid, "fives": fives, "folder": folder,
+}

@@ -1,0 +1,120 @@
+"""Miniature copies of the public datasets' official layouts: real file formats, small synthetic pixels."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from retina_seg.synthetic import generate_fundus
+
+SIZE = 48
+
+
+def _fundus(seed: int):
+    return generate_fundus(SIZE, np.random.default_rng(seed))
+
+
+def _save(path: Path, pixels: np.ndarray) -> None:
+    """RGB or single-channel pixels to `path` in the format its name says (.gif and 1-bit via Pillow)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if ".ppm" in path.name.lower() and pixels.ndim == 2:  # PPM is colour only, as STARE's labels are
+        pixels = np.repeat(pixels[..., None], 3, axis=-1)
+    if path.suffix.lower() == ".gif":
+        Image.fromarray(pixels).convert("P").save(path)
+    elif path.name.lower().endswith(".ppm.gz"):
+        ok, raw = cv2.imencode(".ppm", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR) if pixels.ndim == 3 else pixels)
+        assert ok
+        path.write_bytes(gzip.compress(raw.tobytes()))
+    else:
+        assert cv2.imwrite(str(path), cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR) if pixels.ndim == 3 else pixels)
+
+
+def drive(root: Path, per_split: int = 4) -> Path:
+    for part, first in (("training", 21), ("test", 1)):
+        for number in range(first, first + per_split):
+            f = _fundus(number)
+            _save(root / part / "images" / f"{number:02d}_{part}.tif", f.image)
+            _save(root / part / "1st_manual" / f"{number:02d}_manual1.gif", f.vessels * 255)
+            _save(root / part / "mask" / f"{number:02d}_{part}_mask.gif", f.fov * 255)
+    return root
+
+
+def chase_db1(root: Path, patients: int = 14) -> Path:
+    for patient in range(1, patients + 1):
+        for eye in "LR":
+            f = _fundus(patient * 2 + (eye == "R"))
+            _save(root / f"Image_{patient:02d}{eye}.jpg", f.image)
+            Image.fromarray(f.vessels * 255).convert("1").save(root / f"Image_{patient:02d}{eye}_1stHO.png")
+            Image.fromarray(f.vessels * 255).convert("1").save(root / f"Image_{patient:02d}{eye}_2ndHO.png")
+    return root
+
+
+def stare(root: Path, count: int = 8) -> Path:
+    for number in range(1, count + 1):
+        f = _fundus(number)
+        suffix = ".ppm.gz" if number % 2 else ".ppm"  # distributed gzipped; many users unpack them
+        _save(root / "stare-images" / f"im{number:04d}{suffix}", f.image)
+        _save(root / "labels-ah" / f"im{number:04d}.ah{suffix}", f.vessels * 255)
+    return root
+
+
+def hrf(root: Path) -> Path:
+    for number, kind in enumerate(("dr", "g", "h", "dr", "g", "h", "dr", "g"), start=1):
+        f = _fundus(number)
+        suffix = ".JPG" if number % 2 else ".jpg"  # the official archive mixes the case
+        _save(root / "images" / f"{number:02d}_{kind}{suffix}", f.image)
+        _save(root / "manual1" / f"{number:02d}_{kind}.tif", f.vessels * 255)
+        _save(root / "mask" / f"{number:02d}_{kind}_mask.tif", f.fov * 255)
+    return root
+
+
+IDRID_DIRS = {"MA": "1. Microaneurysms", "HE": "2. Haemorrhages", "EX": "3. Hard Exudates",
+              "SE": "4. Soft Exudates", "OD": "5. Optic Disc"}
+
+
+def idrid(root: Path, per_split: int = 4, skip: tuple = (("IDRiD_02", "SE"),)) -> Path:
+    """Lesion masks as red-on-black RGB TIFFs, as shipped; (image, lesion) pairs in `skip` have no file."""
+    base = root / "A. Segmentation"
+    number = 1
+    for part in ("a. Training Set", "b. Testing Set"):
+        for _ in range(per_split):
+            f = _fundus(number)
+            stem = f"IDRiD_{number:02d}"
+            _save(base / "1. Original Images" / part / f"{stem}.jpg", f.image)
+            for index, (name, folder) in enumerate(IDRID_DIRS.items()):
+                if (stem, name) in skip:
+                    continue
+                lesion = f.lesions.get(name, np.roll(f.vessels, index, axis=0))
+                red = np.zeros((*lesion.shape, 3), np.uint8)
+                red[..., 0] = lesion * 255
+                _save(base / "2. All Segmentation Groundtruths" / part / folder / f"{stem}_{name}.tif", red)
+            number += 1
+    return root
+
+
+def fives(root: Path, per_split: int = 4) -> Path:
+    for split in ("train", "test"):
+        for number in range(1, per_split + 1):
+            f = _fundus(number + (split == "test") * 100)
+            name = f"{number}_{'ADGN'[number % 4]}.png"
+            _save(root / split / "Original" / name, f.image)
+            _save(root / split / "Ground truth" / name, f.vessels * 255)
+    return root
+
+
+def folder(root: Path, count: int = 8) -> Path:
+    for number in range(count):
+        f = _fundus(number)
+        _save(root / "images" / f"case{number}.png", f.image)
+        _save(root / "masks" / f"case{number}.png", f.vessels)  # 0/1 masks, as many tools write them
+        if number % 2:
+            _save(root / "fov" / f"case{number}.png", f.fov * 255)
+    return root
+
+
+BUILDERS = {"drive": drive, "chase_db1": chase_db1, "stare": stare, "hrf": hrf, "idrid": idrid, "fives": fives,
+            "folder": folder}
