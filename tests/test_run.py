@@ -126,3 +126,30 @@ def test_ctrl_c_marks_the_run_killed(tmp_path):
     assert run.info.status == "KILLED"
     names = {a.path for a in MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").list_artifacts(run.info.run_id)}
     assert {"resnet18_Retinal.json", "resnet18_Retinal.csv", "resnet18_Retinal.h5"} <= names
+
+
+SHARED_CHASE = PROJECT_ROOT.parent / "shared" / "data" / "CHASE_DB1"
+
+
+@pytest.mark.skipif(not SHARED_CHASE.is_dir(), reason="the shared CHASE_DB1 copy (../shared/data) is absent")
+def test_cli_run_on_the_real_chase_db1_copy(tmp_path):
+    done = run_cli("retina_seg.run", [*isolate(tmp_path), "data=chase_db1", f"data.root={SHARED_CHASE}",
+                                      "trainer=fast", "backbone=resnet18", "image_size=128"], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    [run] = runs_in(tmp_path)
+    assert run.info.status == "FINISHED" and run.data.tags["dataset"] == "chase_db1"
+    per_image = pd.read_csv(MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").download_artifacts(
+        run.info.run_id, "metrics/per_image.csv", str(tmp_path)))
+    assert sorted(per_image["image"]) == [f"Image_{p}{e}" for p in (11, 12, 13, 14) for e in "LR"]
+
+
+def test_bad_data_file_stops_before_training_with_one_line(tmp_path):
+    from tests import layouts
+
+    root = layouts.folder(tmp_path / "own")
+    (root / "masks" / "case5.png").write_bytes(b"not a png")
+    done = run_cli("retina_seg.run", [*TINY, *isolate(tmp_path), "data=folder", f"data.root={root}"], tmp_path)
+    assert done.returncode == 2
+    [line] = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert line.endswith("case5.png: unreadable mask (missing, truncated or not an image file)")
+    assert runs_in(tmp_path) == []
