@@ -165,6 +165,7 @@ class TrainerConfig:
     reduce_lr_patience: int = 4
     reduce_lr_factor: float = 0.5
     steps_per_epoch: int | None = None  # null: one pass over the training images
+    time_limit_minutes: float | None = None  # stop training (keeping the best epoch) after this long
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, "trainer.epochs", "an integer >= 1", self.epochs)
@@ -179,6 +180,20 @@ class TrainerConfig:
         _require(self.monitor in MONITORABLE, "trainer.monitor", f"one of {MONITORABLE}", self.monitor)
         _require(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "trainer.steps_per_epoch",
                  "null or an integer >= 1", self.steps_per_epoch)
+        _require(self.time_limit_minutes is None or self.time_limit_minutes > 0, "trainer.time_limit_minutes",
+                 "null or a duration > 0", self.time_limit_minutes)
+
+
+@dataclass
+class InferenceConfig:
+    stride: int | None = None  # sliding-window step in pixels; null: half the window (image_size)
+    flip_tta: bool = False  # average the predictions of the four horizontal/vertical flips
+    batch_size: int = 4  # windows per forward pass: bounds memory on large images
+
+    def __post_init__(self) -> None:
+        _require(self.stride is None or self.stride >= 1, "inference.stride", "null or an integer >= 1",
+                 self.stride)
+        _require(self.batch_size >= 1, "inference.batch_size", "an integer >= 1", self.batch_size)
 
 
 @dataclass
@@ -199,6 +214,7 @@ class Config:
     augmentation: AugmentationConfig = MISSING
     trainer: TrainerConfig = MISSING
     tracking: TrackingConfig = MISSING
+    inference: InferenceConfig = MISSING
     image_size: int = 256
     seed: int = 42
     encoder_weights: str | None = None  # null: random init; "imagenet": downloads (needs network)
@@ -210,6 +226,8 @@ class Config:
                  f"a multiple of {multiple} for arch={self.arch.name.value}", self.image_size)
         _require(self.encoder_weights in (None, "imagenet"), "encoder_weights", "null or 'imagenet'",
                  self.encoder_weights)
+        _require(self.inference.stride is None or self.inference.stride <= self.image_size, "inference.stride",
+                 f"null or at most image_size ({self.image_size}) so windows overlap or touch", self.inference.stride)
         _require(self.batchnorm_momentum is None or 0 <= self.batchnorm_momentum < 1, "batchnorm_momentum",
                  "null or a value in [0, 1)", self.batchnorm_momentum)
 
@@ -217,6 +235,30 @@ class Config:
     def artifact_stem(self) -> str:
         """The artifact name contract: `<BACKBONE>_Retinal`."""
         return f"{self.backbone.name}_Retinal"
+
+
+@dataclass
+class EvaluateConfig(Config):
+    """`python -m retina_seg.evaluate`: a logged model, re-evaluated on the configured dataset."""
+
+    run_id: str | None = None
+    trust_model: bool = False  # allow model JSON with code-carrying (Lambda) layers
+
+
+@dataclass
+class PredictConfig(Config):
+    """`python -m retina_seg.predict`: masks for new images from a run or a model folder."""
+
+    run_id: str | None = None
+    model: str | None = None  # a folder with <BACKBONE>_Retinal.json/.h5 (and the run's config.yaml)
+    input: str = MISSING  # an image file or a folder of images
+    output: str = MISSING
+    trust_model: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require((self.run_id is None) != (self.model is None), "run_id / model", "exactly one of them",
+                 {"run_id": self.run_id, "model": self.model})
 
 
 def validate(cfg: DictConfig) -> Config:
@@ -239,7 +281,9 @@ def register() -> None:
     """Make the schema and the `${project_root:}` resolver known to Hydra and OmegaConf."""
     if not OmegaConf.has_resolver("project_root"):
         OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
-    ConfigStore.instance().store(name="schema", node=Config)
+    store = ConfigStore.instance()
+    for name, node in (("train", Config), ("evaluate", EvaluateConfig), ("predict", PredictConfig)):
+        store.store(group="schema", name=name, node=node, package="_global_")
 
 
 register()

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from retina_seg.adapters import ADAPTERS, LayoutError, Sample
-from retina_seg.config import ConfigError, DataConfig, PreprocessConfig, Sampling
+from retina_seg.config import ConfigError, DataConfig, PreprocessConfig
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -135,11 +135,9 @@ def load_sample(sample: Sample, preprocess: PreprocessConfig) -> tuple:
     return preprocess_image(image, preprocess), np.stack(channels, axis=-1), fov
 
 
-def target_size(shape: tuple, side: int | None, max_side: int | None) -> tuple:
-    """(width, height) to load an image of `shape` at: side x side, or native capped at max_side."""
+def capped_size(shape: tuple, max_side: int | None) -> tuple:
+    """(width, height) of an image of `shape` downscaled so its longest side is at most max_side."""
     height, width = shape[:2]
-    if side:
-        return side, side
     if max_side is None or max(height, width) <= max_side:
         return width, height
     scale = max_side / max(height, width)
@@ -156,18 +154,25 @@ def resized(image: np.ndarray, masks: np.ndarray, fov: np.ndarray, size: tuple) 
             cv2.resize(fov, size, interpolation=cv2.INTER_NEAREST))
 
 
-def load_arrays(samples: Sequence[Sample], preprocess: PreprocessConfig, side: int | None = None,
-                max_side: int | None = None, workers: int = 4) -> Arrays:
-    """Decode samples in parallel threads; `side` resizes every sample to side x side, otherwise they
-    keep native resolution (capped at `max_side`)."""
+def load_arrays(samples: Sequence[Sample], preprocess: PreprocessConfig, max_side: int | None = None,
+                workers: int = 4) -> Arrays:
+    """Decode samples in parallel threads (OpenCV releases the GIL) at native resolution, capped at max_side."""
     def one(sample):
         image, masks, fov = load_sample(sample, preprocess)
-        return resized(image, masks, fov, target_size(image.shape, side, max_side))
+        return resized(image, masks, fov, capped_size(image.shape, max_side))
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         decoded = list(pool.map(one, samples))
     return Arrays(images=[d[0] for d in decoded], masks=[d[1] for d in decoded],
                   fov=[d[2].astype(bool) for d in decoded], names=[s.image.stem for s in samples])
+
+
+def resize_arrays(arrays: Arrays, side: int) -> Arrays:
+    """The same samples at side x side (the training scale of `sampling: resize`)."""
+    scaled = [resized(i, m, f.astype(np.uint8), (side, side)) for i, m, f in zip(arrays.images, arrays.masks,
+                                                                                arrays.fov, strict=True)]
+    return Arrays(images=[s[0] for s in scaled], masks=[s[1] for s in scaled], fov=[s[2].astype(bool) for s in scaled],
+                  names=list(arrays.names))
 
 
 def check_channels(arrays: Dict[str, Arrays], channels: List[str], root: str) -> None:
@@ -178,12 +183,11 @@ def check_channels(arrays: Dict[str, Arrays], channels: List[str], root: str) ->
             raise DataError(f"data.root '{root}': channel {name} has no foreground pixel in any training image")
 
 
-def load_splits(data: DataConfig, preprocess: PreprocessConfig, image_size: int, seed: int) -> Dict[str, Arrays]:
-    """The configured dataset, read and checked, as arrays per split. With `sampling: resize` every split
-    is resized to image_size; with `patches` every split keeps native resolution (capped at max_side)."""
+def load_splits(data: DataConfig, preprocess: PreprocessConfig, seed: int) -> Dict[str, Arrays]:
+    """The configured dataset, read and checked, as arrays per split at native resolution (capped at
+    `data.max_side`): evaluation always happens at this resolution."""
     samples = list_samples(data, seed)
-    side = image_size if data.sampling is Sampling.resize else None
-    arrays = {split: load_arrays([s for s in samples if s.split == split], preprocess, side, data.max_side)
+    arrays = {split: load_arrays([s for s in samples if s.split == split], preprocess, data.max_side)
               for split in SPLITS}
     check_channels(arrays, data.channels, data.root)
     return arrays

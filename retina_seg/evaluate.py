@@ -1,66 +1,106 @@
-"""Test metrics the way retinal papers report them: per image, inside the field of view, then mean and sd."""
+"""The evaluation stage, and `python -m retina_seg.evaluate run_id=<id> [data=<name> data.root=<path>]`.
+
+Without a data override the run's own dataset, preprocessing and split seed are used.
+
+A trained model is evaluated at native resolution through the same `Predictor` that `predict`
+uses: the threshold is chosen on the validation split, metrics are computed on the test split.
+The command re-evaluates a logged model on any dataset (cross-dataset evaluation) and logs the
+result as a new run nested under the training run, so the original test metrics stay as they were.
+"""
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
-import tensorflow as tf
-from sklearn.metrics import accuracy_score, f1_score, recall_score, roc_auc_score
+import json
+import logging
+import math
+import sys
+from pathlib import Path
 
-from retina_seg.data import Arrays
-from retina_seg.pipeline import PAD_MULTIPLE, pad_to_multiple, to_model_input
+import hydra
+import mlflow
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+from tqdm import tqdm
 
-METRICS = ("f1", "iou", "sensitivity", "specificity", "accuracy", "auc")
+from retina_seg.config import Config, ConfigError, EvaluateConfig, validate
+from retina_seg.data import Arrays, DataError, load_splits
+from retina_seg.infer import Predictor
+from retina_seg.metrics import choose_thresholds, evaluate
+from retina_seg.plots import plot_examples
+from retina_seg.reload import ModelSourceError, load_logged_model
+from retina_seg.track import check_tracking, log_staged, tracked_run
 
-
-def predict_probabilities(model: tf.keras.Model, images: list, batch_size: int) -> list:
-    """uint8 RGB images (H, W, 3) -> float32 probabilities (H, W, C) in [0, 1], one per image; images
-    are zero-padded to a multiple of 32 and the prediction cropped back."""
-    if len({image.shape for image in images}) == 1 and images[0].shape[0] % PAD_MULTIPLE == 0 == \
-            images[0].shape[1] % PAD_MULTIPLE:
-        return list(model.predict(to_model_input(np.stack(images)), batch_size=batch_size, verbose=0))
-    probs = []
-    for image in images:
-        padded = to_model_input(pad_to_multiple(image)[None])
-        probs.append(model.predict(padded, verbose=0)[0, : image.shape[0], : image.shape[1]])
-    return probs
-
-
-def image_metrics(prob: np.ndarray, truth: np.ndarray, fov: np.ndarray, threshold: float) -> dict:
-    """Metrics of one channel of one image over the FOV pixels; NaN where a metric is undefined
-    (e.g. AUC or F1 of an image with no foreground)."""
-    y_true = truth[fov].astype(np.uint8)
-    y_prob = prob[fov]
-    y_pred = (y_prob >= threshold).astype(np.uint8)
-    both = len(np.unique(y_true)) == 2
-    nan = float("nan")
-    f1 = f1_score(y_true, y_pred, zero_division=nan)
-    return {
-        "f1": f1,
-        "iou": f1 / (2 - f1),  # IoU = Dice / (2 - Dice), exactly; keeps F1's NaN when there is no foreground
-        "sensitivity": recall_score(y_true, y_pred, zero_division=nan),
-        "specificity": recall_score(y_true, y_pred, pos_label=0, zero_division=nan),
-        "accuracy": accuracy_score(y_true, y_pred),
-        "auc": roc_auc_score(y_true, y_prob) if both else nan,
-        # the F1 of calling every FOV pixel foreground: the floor a useful model must clear
-        "f1_trivial": f1_score(y_true, np.ones_like(y_true), zero_division=nan),
-    }
+log = logging.getLogger(__name__)
 
 
-def evaluate(probs: list, arrays: Arrays, channels: list[str], threshold: float = 0.5):
-    """Per-image table (image, channel, metrics...) and a flat summary {test_f1, test_f1_sd, test_f1_MA, ...}."""
-    rows = []
-    for index, name in enumerate(arrays.names):
-        for c, channel in enumerate(channels):
-            metrics = image_metrics(probs[index][..., c], arrays.masks[index][..., c] > 0, arrays.fov[index],
-                                    threshold)
-            rows.append({"image": name, "channel": channel, **metrics})
-    per_image = pd.DataFrame(rows)
-    summary = {}
-    for metric in (*METRICS, "f1_trivial"):
-        summary[f"test_{metric}"] = float(per_image[metric].mean())
-        summary[f"test_{metric}_sd"] = float(per_image.groupby("image")[metric].mean().std(ddof=0))
-        if len(channels) > 1:
-            for channel, value in per_image.groupby("channel")[metric].mean().items():
-                summary[f"test_{metric}_{channel}"] = float(value)
-    return per_image, summary
+def predict_split(predictor: Predictor, arrays: Arrays, label: str) -> list:
+    return [predictor(image) for image in tqdm(arrays.images, desc=f"predicting {label}", unit="image",
+                                               disable=None, leave=False)]
+
+
+def evaluate_model(predictor: Predictor, splits: dict, channels: list[str], staging: Path,
+                   thresholds: dict | None = None) -> dict:
+    """Choose thresholds on validation (unless given), evaluate test, write metrics/ and the example
+    figure into `staging`; returns the summary (MLflow metric names)."""
+    if thresholds is None:
+        thresholds = choose_thresholds(predict_split(predictor, splits["val"], "validation"), splits["val"], channels)
+    test = splits["test"]
+    probs = predict_split(predictor, test, "test")
+    per_image, summary = evaluate(probs, test, channels, thresholds)
+    (staging / "metrics").mkdir(parents=True, exist_ok=True)
+    per_image.to_csv(staging / "metrics" / "per_image.csv", index=False)
+    (staging / "metrics" / "summary.json").write_text(json.dumps(summary, indent=2))
+    plot_examples(test.images, test.masks, probs, test.names, staging / "test_examples.png")
+    log.info("test F1 %.4f (threshold %s chosen on validation; at 0.5: %.4f), AUC %.4f, all-foreground F1 %.4f",
+             summary["test_f1"], {k: round(v, 3) for k, v in thresholds.items()}, summary["test_f1_at_0.5"],
+             summary["test_auc"], summary["test_f1_trivial"])
+    return summary
+
+
+def log_summary(summary: dict) -> None:
+    mlflow.log_metrics({key: value for key, value in summary.items() if math.isfinite(value)})
+
+
+def reevaluate(config: EvaluateConfig, workdir: Path, own_data: bool) -> dict:
+    """Evaluate the model of run `config.run_id`, on its own dataset and split (`own_data`) or on the
+    configured one; log the result as a run nested under the training run."""
+    run_id = config.run_id
+    if not run_id:
+        raise ConfigError("run_id is required: python -m retina_seg.evaluate run_id=<MLflow run id> [data=...]")
+    check_tracking(config.tracking)
+    logged = load_logged_model(run_id, config.tracking.uri, trust=config.trust_model)
+    trained: Config = logged.config
+    data, seed = (trained.data, trained.seed) if own_data else (config.data, config.seed)
+    channels = data.channels
+    if len(channels) != logged.model.output_shape[-1]:
+        raise ConfigError(f"data={data.name} has {len(channels)} channel(s) {channels} but run {run_id} "
+                          f"predicts {logged.model.output_shape[-1]}")
+    # the model only works with the preprocessing and scale it was trained with
+    splits = load_splits(data, trained.preprocess, seed)
+    predictor = Predictor(logged.model, trained.image_size, trained.data.sampling, config.inference)
+    staging = workdir / "artifacts"
+    tags = {"mlflow.parentRunId": run_id, "evaluates_run": run_id, "dataset": data.name,
+            "backbone": trained.backbone.name, "arch": trained.arch.name.value}
+    with tracked_run(config.tracking, staging, tags, experiment_id=logged.experiment_id):
+        mlflow.log_params({"evaluated_run_id": run_id, "data.name": data.name, "data.root": data.root,
+                           "inference.stride": predictor.stride, "inference.flip_tta": config.inference.flip_tta})
+        summary = evaluate_model(predictor, splits, channels, staging)
+        log_summary(summary)
+        log_staged(staging)
+    return summary
+
+
+@hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    hydra_config = HydraConfig.get()
+    # without data=... / data.*=... on the command line, evaluate on the run's own dataset and split
+    own_data = not any(o.lstrip("+~").startswith(("data=", "data.")) for o in hydra_config.overrides.task)
+    try:
+        return reevaluate(validate(cfg), Path(hydra_config.runtime.output_dir), own_data)["test_f1"]
+    except (ConfigError, DataError, ModelSourceError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -37,6 +37,14 @@ def colorize(masks: np.ndarray) -> np.ndarray:
     return np.clip(masks @ colours, 0, 1)
 
 
+def overlay(image: np.ndarray, masks: np.ndarray, alpha: float = 0.6) -> np.ndarray:
+    """uint8 RGB image with (H, W, C) binary masks painted over it in their channel colours."""
+    colours = colorize(masks.astype(np.float32))
+    painted = masks.any(axis=-1)[..., None]
+    blended = np.where(painted, (1 - alpha) * image / 255.0 + alpha * colours, image / 255.0)
+    return (np.clip(blended, 0, 1) * 255).astype(np.uint8)
+
+
 def plot_examples(images: np.ndarray, truths: np.ndarray, probs: np.ndarray, names: list[str], path: Path,
                   count: int = 3) -> None:
     """Rows of image | ground truth | predicted probability for the first `count` test images."""

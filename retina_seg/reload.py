@@ -1,18 +1,32 @@
-"""Rebuild a trained model from its two artifacts: `<BACKBONE>_Retinal.json` (architecture) + `.h5` (weights)."""
+"""Rebuild a trained model from its two artifacts: `<BACKBONE>_Retinal.json` (architecture) + `.h5` (weights).
+
+A model's JSON can carry code (Keras `Lambda` layers hold marshalled Python bytecode), so JSON
+from elsewhere is refused when it contains such layers unless the caller trusts it.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import segmentation_models  # noqa: F401  (registers custom layers such as FixedDropout for model_from_json)
 import tensorflow as tf
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from retina_seg.config import CONF_DIR
+from retina_seg.config import CONF_DIR, Config, validate
 
+log = logging.getLogger(__name__)
 SUFFIX = "_Retinal"
+CODE_CARRYING_LAYERS = {"Lambda", "TFOpLambda", "SlicingOpLambda"}
+
+
+class ModelSourceError(ValueError):
+    """A run id or folder that does not hold a loadable model; the message says what is missing."""
 
 
 def default_tracking_uri() -> str:
@@ -20,30 +34,102 @@ def default_tracking_uri() -> str:
     return OmegaConf.load(CONF_DIR / "tracking" / "local.yaml").uri
 
 
-def load_model(source: str | Path, tracking_uri: str | None = None) -> tf.keras.Model:
+def load_model(source: str | Path, tracking_uri: str | None = None, trust: bool = False) -> tf.keras.Model:
     """`source` is a folder holding the pair, or an MLflow run id whose artifact root holds it."""
     folder = Path(source)
     if not folder.is_dir():
-        folder = _download_pair(str(source), tracking_uri or default_tracking_uri())
-    architecture, weights = _find_pair(folder)
-    model = tf.keras.models.model_from_json(architecture.read_text())
-    model.load_weights(str(weights))
+        folder = _download(str(source), tracking_uri or default_tracking_uri(), (".json", ".h5"))
+    return _build(*_find_pair(folder), trust=trust)
+
+
+@dataclass
+class LoggedModel:
+    model: tf.keras.Model
+    config: Config  # the training run's resolved config: preprocessing, image_size, sampling...
+    experiment_id: str | None
+    thresholds: dict  # per channel, chosen on validation when the model was evaluated (0.5 if unknown)
+
+
+def load_logged_model(source: str, tracking_uri: str, trust: bool = False,
+                      fallback: Config | None = None) -> LoggedModel:
+    """The model and the config it was trained with, from a run id or a folder (a run's artifacts).
+    A bare folder without the run's config.yaml uses `fallback` (the command line's config)."""
+    folder = Path(source)
+    experiment_id = None
+    if not folder.is_dir():
+        experiment_id = _run(source, tracking_uri).info.experiment_id
+        folder = _download(source, tracking_uri, (".json", ".h5", "config.yaml", "metrics"))
+    if (folder / "config.yaml").is_file():
+        config = validate(OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(folder / "config.yaml")))
+    elif fallback is not None:
+        log.warning("%s has no config.yaml: assuming image_size=%d, sampling=%s and the command line's "
+                    "preprocessing", folder, fallback.image_size, fallback.data.sampling.value)
+        config = fallback
+    else:
+        raise ModelSourceError(f"{source}: no config.yaml beside the model (needed for its preprocessing)")
+    summary = folder / "metrics" / "summary.json"
+    known = json.loads(summary.read_text()) if summary.is_file() else {}
+    channels = config.data.channels
+    thresholds = {c: known.get("threshold" if len(channels) == 1 else f"threshold_{c}", 0.5) for c in channels}
+    return LoggedModel(_build(*_find_pair(folder), trust=trust), config, experiment_id, thresholds)
+
+
+def refuse_code(architecture: dict, path: Path) -> None:
+    """Raise if the architecture contains layers that execute code when deserialised."""
+    found = set()
+
+    def walk(node):
+        if isinstance(node, dict):
+            if node.get("class_name") in CODE_CARRYING_LAYERS:
+                found.add(node["class_name"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(architecture)
+    if found:
+        raise ModelSourceError(f"{path}: contains {sorted(found)} layers, which run arbitrary code when loaded; "
+                               "load it only if you trust its origin (trust_model=true)")
+
+
+def _build(architecture: Path, weights: Path, trust: bool) -> tf.keras.Model:
+    text = architecture.read_text()
+    if not trust:
+        refuse_code(json.loads(text), architecture)
+    model = tf.keras.models.model_from_json(text)
+    try:
+        model.load_weights(str(weights))
+    except (ValueError, OSError) as exc:
+        reason = str(exc).splitlines()[0][:200]
+        raise ModelSourceError(f"{weights.name} does not match {architecture.name}: {reason}") from exc
     return model
 
 
 def _find_pair(folder: Path) -> tuple[Path, Path]:
     found = sorted(folder.glob(f"*{SUFFIX}.json"))
     if len(found) != 1:
-        raise FileNotFoundError(f"{folder}: expected exactly one *{SUFFIX}.json, found {[p.name for p in found]}")
+        raise ModelSourceError(f"{folder}: expected exactly one *{SUFFIX}.json, found {[p.name for p in found]}")
     weights = found[0].with_suffix(".h5")
     if not weights.is_file():
-        raise FileNotFoundError(f"{folder}: {found[0].name} has no matching {weights.name}")
+        raise ModelSourceError(f"{folder}: {found[0].name} has no matching {weights.name}")
     return found[0], weights
 
 
-def _download_pair(run_id: str, tracking_uri: str) -> Path:
+def _run(run_id: str, tracking_uri: str):
+    try:
+        return MlflowClient(tracking_uri).get_run(run_id)
+    except MlflowException as exc:
+        raise ModelSourceError(f"run {run_id!r} not found in {tracking_uri} (and no such folder)") from exc
+
+
+def _download(run_id: str, tracking_uri: str, endings: tuple) -> Path:
+    _run(run_id, tracking_uri)
     client = MlflowClient(tracking_uri)
-    names = [a.path for a in client.list_artifacts(run_id) if a.path.endswith((f"{SUFFIX}.json", f"{SUFFIX}.h5"))]
+    names = [a.path for a in client.list_artifacts(run_id) if a.path.endswith(endings)]
+    if not any(name.endswith(f"{SUFFIX}.json") for name in names):
+        raise ModelSourceError(f"run {run_id} has no *{SUFFIX}.json / .h5 model artifacts")
     folder = Path(tempfile.mkdtemp(prefix=f"retina-seg-{run_id[:8]}-"))
     for name in names:
         client.download_artifacts(run_id, name, str(folder))

@@ -8,7 +8,6 @@ __init__ has already selected the Keras 2 stack before TensorFlow is imported he
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import sys
@@ -24,11 +23,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from retina_seg.augment import build_augmentation
 from retina_seg.config import Config, ConfigError, Sampling, validate
-from retina_seg.data import DataError, load_splits
-from retina_seg.evaluate import evaluate, predict_probabilities
+from retina_seg.data import DataError, load_splits, resize_arrays
+from retina_seg.evaluate import evaluate_model, log_summary
+from retina_seg.infer import Predictor
 from retina_seg.model import build_model
 from retina_seg.pipeline import evaluation_dataset, training_dataset
-from retina_seg.plots import plot_examples, plot_history
+from retina_seg.plots import plot_history
 from retina_seg.track import MlflowMetrics, check_tracking, flatten, git_commit, log_staged, tracked_run
 from retina_seg.train import FitOutputs, compile_model, fit
 
@@ -49,7 +49,9 @@ def run_job(cfg: DictConfig, workdir: Path) -> JobResult:
     check_tracking(config.tracking)
     tf.keras.utils.set_random_seed(config.seed)
     channels = config.data.channels
-    splits = load_splits(config.data, config.preprocess, config.image_size, config.seed)
+    splits = load_splits(config.data, config.preprocess, config.seed)
+    patches = config.data.sampling is Sampling.patches
+    fit_splits = splits if patches else {s: resize_arrays(splits[s], config.image_size) for s in ("train", "val")}
     augmentation = build_augmentation(config.augmentation, config.seed)
     model = build_model(config.backbone.name, config.arch, len(channels), config.image_size, config.encoder_weights,
                         config.batchnorm_momentum, config.preprocess.normalization)
@@ -57,7 +59,7 @@ def run_job(cfg: DictConfig, workdir: Path) -> JobResult:
     log.info("data %s: %s", config.data.name, {split: len(arrays) for split, arrays in splits.items()})
 
     staging = workdir / "artifacts"
-    (staging / "metrics").mkdir(parents=True, exist_ok=True)
+    staging.mkdir(parents=True, exist_ok=True)
     stem = config.artifact_stem
     (staging / f"{stem}.json").write_text(model.to_json())
     (staging / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
@@ -71,25 +73,19 @@ def run_job(cfg: DictConfig, workdir: Path) -> JobResult:
         mlflow.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
         batch = config.trainer.batch_size
         steps = config.trainer.steps_per_epoch or math.ceil(len(splits["train"]) / batch)
-        train = training_dataset(splits["train"], batch, config.image_size, config.data.sampling is Sampling.patches,
-                                 config.data.foreground_share, augmentation, config.seed)
-        history = fit(model, train, evaluation_dataset(splits["val"], batch), steps, config.trainer, outputs,
+        train = training_dataset(fit_splits["train"], batch, config.image_size, patches, config.data.foreground_share,
+                                 augmentation, config.seed)
+        history = fit(model, train, evaluation_dataset(fit_splits["val"], batch), steps, config.trainer, outputs,
                       [MlflowMetrics()])
         plot_history(history, staging / "curves.png")
 
-        test = splits["test"]
-        probs = predict_probabilities(model, test.images, batch)
-        per_image, summary = evaluate(probs, test, channels)
-        per_image.to_csv(staging / "metrics" / "per_image.csv", index=False)
-        (staging / "metrics" / "summary.json").write_text(json.dumps(summary, indent=2))
-        plot_examples(test.images, test.masks, probs, test.names, staging / "test_examples.png")
-        mlflow.log_metrics({key: value for key, value in summary.items() if math.isfinite(value)})
+        predictor = Predictor(model, config.image_size, config.data.sampling, config.inference)
+        summary = evaluate_model(predictor, splits, channels, staging)
+        log_summary(summary)
         log_staged(staging)
         mlflow.tensorflow.log_model(model, name="model", keras_model_kwargs={"save_format": "h5"},
                                     pip_requirements=_requirements())
         objective = float(history[config.trainer.monitor].agg(config.trainer.monitor_mode.value))
-        log.info("run %s: test F1 %.4f (all-foreground baseline %.4f), AUC %.4f", run.info.run_id,
-                 summary["test_f1"], summary["test_f1_trivial"], summary["test_auc"])
     return JobResult(run_id=run.info.run_id, model=model, metrics=summary, objective=objective)
 
 

@@ -82,10 +82,13 @@ def flatten(config: Mapping) -> Dict[str, str]:
 
 
 @contextmanager
-def tracked_run(cfg: TrackingConfig, staging: Path, tags: Dict[str, str]) -> Iterator[mlflow.ActiveRun]:
-    """An MLflow run around a job; on failure or interruption it keeps the staged files and records why."""
+def tracked_run(cfg: TrackingConfig, staging: Path, tags: Dict[str, str],
+                experiment_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
+    """An MLflow run around a job (in `cfg.experiment` unless `experiment_id` is given); on failure or
+    interruption it keeps the staged files and records why."""
     mlflow.set_tracking_uri(cfg.uri)
-    run = mlflow.start_run(experiment_id=_experiment_id(cfg), run_name=cfg.run_name, tags=tags)
+    staging.mkdir(parents=True, exist_ok=True)
+    run = mlflow.start_run(experiment_id=experiment_id or _experiment_id(cfg), run_name=cfg.run_name, tags=tags)
     previous = _sigterm_as_interrupt()
     try:
         yield run

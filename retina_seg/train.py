@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List
@@ -54,6 +55,23 @@ class EpochLog(tf.keras.callbacks.Callback):
         log.info("epoch %d/%d %s", epoch + 1, self.epochs, values)
 
 
+class TimeLimit(tf.keras.callbacks.Callback):
+    """Stop after a wall-clock budget; the epoch in progress still validates, so the best one is kept."""
+
+    def __init__(self, minutes: float):
+        super().__init__()
+        self.seconds = minutes * 60
+
+    def on_train_begin(self, logs=None):
+        self.start = time.monotonic()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if time.monotonic() - self.start > self.seconds:
+            if not self.model.stop_training:
+                log.info("time limit of %.1f minutes reached: stopping after this epoch", self.seconds / 60)
+            self.model.stop_training = True
+
+
 def fit(model: tf.keras.Model, train: tf.data.Dataset, val: tf.data.Dataset, steps_per_epoch: int,
         trainer: TrainerConfig, outputs: FitOutputs,
         extra_callbacks: List[tf.keras.callbacks.Callback]) -> pd.DataFrame:
@@ -69,6 +87,7 @@ def fit(model: tf.keras.Model, train: tf.data.Dataset, val: tf.data.Dataset, ste
         tf.keras.callbacks.CSVLogger(str(outputs.history)),
         tf.keras.callbacks.TerminateOnNaN(),
         EpochLog(trainer.epochs),
+        *([TimeLimit(trainer.time_limit_minutes)] if trainer.time_limit_minutes else []),
         *extra_callbacks,
     ]
     history = model.fit(train, validation_data=val, epochs=trainer.epochs, steps_per_epoch=steps_per_epoch,

@@ -38,10 +38,11 @@ def test_adapter_lists_and_loads_its_layout(name, tmp_path):
     counts, channels = EXPECTED[name]
     assert tuple(sum(s.split == split for s in samples) for split in ("train", "val", "test")) == counts
     assert len(config.data.channels) == channels
-    splits = load_splits(config.data, config.preprocess, 64, config.seed)
+    splits = load_splits(config.data, config.preprocess, config.seed)
     for arrays in splits.values():
         for image, masks, fov in zip(arrays.images, arrays.masks, arrays.fov, strict=True):
-            assert image.shape == (64, 64, 3) and masks.shape == (64, 64, channels)
+            side = layouts.SIZE
+            assert image.shape == (side, side, 3) and masks.shape == (side, side, channels)
             assert set(np.unique(masks)) <= {0, 1} and fov.dtype == bool and fov.mean() > 0.5
     assert sum(int(m.sum()) for m in splits["train"].masks) > 0
 
@@ -103,7 +104,7 @@ def test_real_chase_db1_copy():
     samples = list_samples(config.data, config.seed)
     assert len(samples) == 28
     assert [sum(s.split == split for s in samples) for split in ("train", "val", "test")] == [16, 4, 8]
-    splits = load_splits(config.data, config.preprocess, 256, config.seed)
+    splits = load_splits(config.data, config.preprocess, config.seed)
     image, mask, fov = splits["test"].images[0], splits["test"].masks[0], splits["test"].fov[0]
     assert image.shape == (960, 999, 3) and mask.shape == (960, 999, 1)
     assert 0.55 < fov.mean() < 0.9  # a circular field of view on a dark background, derived

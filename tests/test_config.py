@@ -20,7 +20,8 @@ def test_every_group_has_options():
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_option_composes_and_validates(group, option):
     # 192 divides by 32 and by 48, so every architecture accepts it
-    config = validate(compose_config([f"{group}={option}", "image_size=192", "data.root=/data/somewhere"]))
+    selector = f"+{group}={option}" if group == "experiment" else f"{group}={option}"  # experiments are opt-in
+    config = validate(compose_config([selector, "image_size=192", "data.root=/data/somewhere"]))
     assert isinstance(config, Config)
     selected = {"backbone": config.backbone.name, "arch": config.arch.name.value,
                 "augmentation": config.augmentation.name, "data": config.data.name}

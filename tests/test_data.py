@@ -29,7 +29,7 @@ def test_seeded_split_is_disjoint_complete_and_repeatable():
 
 def test_synthetic_splits_load_as_arrays(tmp_path):
     config = configs(tmp_path)
-    splits = load_splits(config.data, config.preprocess, 64, seed=3)
+    splits = load_splits(config.data, config.preprocess, seed=3)
     assert sum(len(a) for a in splits.values()) == 10
     train = splits["train"]
     assert train.images[0].shape == (64, 64, 3) and train.images[0].dtype == np.uint8
@@ -40,18 +40,18 @@ def test_synthetic_splits_load_as_arrays(tmp_path):
 def test_lesion_task_has_one_channel_per_lesion_type(tmp_path):
     config = configs(tmp_path, "data.task=lesions", "data.lesion_types=[MA,EX]")
     assert config.data.channels == ["MA", "EX"]
-    assert load_splits(config.data, config.preprocess, 64, seed=3)["test"].masks[0].shape[-1] == 2
+    assert load_splits(config.data, config.preprocess, seed=3)["test"].masks[0].shape[-1] == 2
 
 
 def test_unknown_synthetic_lesion_type_is_rejected(tmp_path):
     config = configs(tmp_path, "data.task=lesions", "data.lesion_types=[MA,OD]")
     with pytest.raises(ConfigError, match=r"data.lesion_types has \['OD'\]"):
-        load_splits(config.data, config.preprocess, 64, seed=3)
+        load_splits(config.data, config.preprocess, seed=3)
 
 
 def test_patch_sampling_keeps_native_resolution_capped_at_max_side(tmp_path):
     config = configs(tmp_path, "data.sampling=patches", "data.native_size=128", "data.max_side=96")
-    splits = load_splits(config.data, config.preprocess, 64, seed=3)
+    splits = load_splits(config.data, config.preprocess, seed=3)
     assert {image.shape for arrays in splits.values() for image in arrays.images} == {(96, 96, 3)}
 
 

@@ -65,7 +65,7 @@ def test_artifacts_are_named_by_the_contract(finished):
 def test_reload_from_run_id_and_folder_predicts_identically(finished):
     tmp, cfg, result = finished
     config = validate(cfg)
-    test = load_splits(config.data, config.preprocess, config.image_size, config.seed)["test"]
+    test = load_splits(config.data, config.preprocess, config.seed)["test"]
     images = to_model_input(np.stack(test.images[:2]))
     expected = result.model.predict(images, verbose=0)
     from_run = load_model(result.run_id, tracking_uri=f"sqlite:///{tmp}/mlflow.db")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from retina_seg.data import Arrays
-from retina_seg.evaluate import evaluate, image_metrics
+from retina_seg.metrics import choose_thresholds, evaluate, image_metrics
 
 
 def test_metrics_count_only_fov_pixels():
@@ -26,7 +26,11 @@ def test_metrics_count_only_fov_pixels():
     assert m["specificity"] == pytest.approx(2 / 3)
     assert m["accuracy"] == pytest.approx(5 / 7)
     # AUC: of 4 x 3 positive/negative pairs, only (0.4 vs 0.6) is ranked wrongly
+    assert m["balanced_accuracy"] == pytest.approx((3 / 4 + 2 / 3) / 2)
     assert m["auc"] == pytest.approx(11 / 12)
+    # AUPR (average precision): ranked 0.9 0.8 0.7 (hits), 0.6 (miss), 0.4 (hit), 0.2 0.1
+    # precision at each hit: 1, 1, 1, 4/5; each hit adds 1/4 recall
+    assert m["aupr"] == pytest.approx((1 + 1 + 1 + 4 / 5) / 4)
     assert m["f1_trivial"] == pytest.approx(2 * 4 / (2 * 4 + 3))
 
 
@@ -45,10 +49,26 @@ def test_summary_is_mean_and_sd_over_images_and_per_channel():
     probs[1, :, 2, 0] = 0.9  # image 1 channel 0: tp 8, fp 4 -> F1 = 16 / 20
     arrays = Arrays(images=np.zeros((2, 4, 4, 3), np.uint8), masks=truth, fov=np.ones((2, 4, 4), bool),
                     names=["a", "b"])
-    per_image, summary = evaluate(probs, arrays, ["vessels", "MA"])
+    per_image, summary = evaluate(list(probs), arrays, ["vessels", "MA"], {"vessels": 0.5, "MA": 0.5})
     assert len(per_image) == 4
     assert summary["test_f1_vessels"] == pytest.approx((1.0 + 0.8) / 2)
     assert summary["test_f1_MA"] == pytest.approx(1.0)
     assert summary["test_f1"] == pytest.approx((1.0 + 0.8 + 1.0 + 1.0) / 4)
     # sd over images of the per-image mean over channels: image a 1.0, image b 0.9
     assert summary["test_f1_sd"] == pytest.approx(0.05)
+    assert summary["threshold_vessels"] == 0.5 and summary["test_f1_at_0.5"] == summary["test_f1"]
+
+
+def test_threshold_is_chosen_on_validation_and_changes_test_metrics():
+    truth = np.zeros((1, 4, 4, 1), np.uint8)
+    truth[0, :2] = 1
+    probs = np.full((1, 4, 4, 1), 0.1, np.float32)
+    probs[0, :2] = 0.35  # a timid model: every vessel pixel below 0.5, still perfectly ranked
+    arrays = Arrays(images=[np.zeros((4, 4, 3), np.uint8)], masks=list(truth), fov=[np.ones((4, 4), bool)],
+                    names=["v"])
+    thresholds = choose_thresholds(list(probs), arrays, ["vessels"])
+    assert 0.1 < thresholds["vessels"] <= 0.35
+    _, summary = evaluate(list(probs), arrays, ["vessels"], thresholds)
+    assert summary["test_f1"] == pytest.approx(1.0)
+    assert summary["test_f1_at_0.5"] == 0.0 and summary["test_sensitivity_at_0.5"] == 0.0  # nothing predicted
+    assert summary["threshold"] == thresholds["vessels"]

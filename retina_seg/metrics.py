@@ -1,0 +1,110 @@
+"""Segmentation metrics the way retinal papers report them: inside the field of view, per image, then mean and sd.
+
+The binarisation threshold is chosen on the validation split (the one maximising pooled F1) and
+then applied to test; test metrics are also reported at 0.5. Every metric comes from scikit-learn.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    balanced_accuracy_score,
+    f1_score,
+    precision_recall_curve,
+    recall_score,
+    roc_auc_score,
+)
+
+from retina_seg.data import Arrays
+
+THRESHOLD_METRICS = ("f1", "iou", "sensitivity", "specificity", "accuracy", "balanced_accuracy")
+RANKING_METRICS = ("auc", "aupr", "f1_trivial")
+FIXED_THRESHOLD = 0.5
+
+
+def _fov_pixels(prob: np.ndarray, truth: np.ndarray, fov: np.ndarray):
+    return truth[fov].astype(np.uint8), prob[fov]
+
+
+def threshold_metrics(y_true: np.ndarray, y_prob: np.ndarray, threshold: float) -> dict:
+    """Metrics of the binarised prediction; NaN where undefined (e.g. F1 with no foreground at all)."""
+    y_pred = (y_prob >= threshold).astype(np.uint8)
+    nan = float("nan")
+    f1 = f1_score(y_true, y_pred, zero_division=nan)
+    both = len(np.unique(y_true)) == 2
+    return {
+        "f1": f1,
+        "iou": f1 / (2 - f1),  # IoU = Dice / (2 - Dice), exactly; keeps F1's NaN when there is no foreground
+        "sensitivity": recall_score(y_true, y_pred, zero_division=nan),
+        "specificity": recall_score(y_true, y_pred, pos_label=0, zero_division=nan),
+        "accuracy": accuracy_score(y_true, y_pred),
+        "balanced_accuracy": balanced_accuracy_score(y_true, y_pred) if both else nan,
+    }
+
+
+def ranking_metrics(y_true: np.ndarray, y_prob: np.ndarray) -> dict:
+    """Threshold-free metrics of the probability map; NaN when the image has a single class."""
+    nan = float("nan")
+    both = len(np.unique(y_true)) == 2
+    return {
+        "auc": roc_auc_score(y_true, y_prob) if both else nan,
+        "aupr": average_precision_score(y_true, y_prob) if both else nan,
+        # the F1 of calling every FOV pixel foreground: the floor a useful model must clear
+        "f1_trivial": f1_score(y_true, np.ones_like(y_true), zero_division=nan),
+    }
+
+
+def image_metrics(prob: np.ndarray, truth: np.ndarray, fov: np.ndarray, threshold: float) -> dict:
+    """All metrics of one channel of one image, over its FOV pixels."""
+    y_true, y_prob = _fov_pixels(prob, truth, fov)
+    return {**threshold_metrics(y_true, y_prob, threshold), **ranking_metrics(y_true, y_prob)}
+
+
+def choose_thresholds(probs: list, arrays: Arrays, channels: list[str]) -> dict[str, float]:
+    """Per channel, the threshold maximising F1 over all validation FOV pixels pooled (0.5 if the
+    channel has no foreground in validation)."""
+    thresholds = {}
+    for c, channel in enumerate(channels):
+        pairs = [_fov_pixels(p[..., c], m[..., c] > 0, f) for p, m, f in zip(probs, arrays.masks, arrays.fov,
+                                                                            strict=True)]
+        y_true = np.concatenate([t for t, _ in pairs])
+        y_prob = np.concatenate([p for _, p in pairs])
+        if not y_true.any():
+            thresholds[channel] = FIXED_THRESHOLD
+            continue
+        precision, recall, cuts = precision_recall_curve(y_true, y_prob)
+        f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)
+        thresholds[channel] = float(cuts[int(np.argmax(f1))])
+    return thresholds
+
+
+def evaluate(probs: list, arrays: Arrays, channels: list[str], thresholds: dict[str, float]):
+    """Per-image table and flat summary. Summary keys: `test_<metric>` at the validation threshold
+    (mean over images and channels), `test_<metric>_sd` (sd over images), `test_<metric>_<channel>`
+    for several channels, `test_<metric>_at_0.5`, and `threshold` (`threshold_<channel>`)."""
+    rows = []
+    for index, name in enumerate(arrays.names):
+        for c, channel in enumerate(channels):
+            y_true, y_prob = _fov_pixels(probs[index][..., c], arrays.masks[index][..., c] > 0, arrays.fov[index])
+            at_fixed = threshold_metrics(y_true, y_prob, FIXED_THRESHOLD)
+            rows.append({"image": name, "channel": channel, "threshold": thresholds[channel],
+                         **threshold_metrics(y_true, y_prob, thresholds[channel]),
+                         **ranking_metrics(y_true, y_prob),
+                         **{f"{key}_at_{FIXED_THRESHOLD}": value for key, value in at_fixed.items()}})
+    per_image = pd.DataFrame(rows)
+    summary = {}
+    metrics = [*THRESHOLD_METRICS, *RANKING_METRICS, *(f"{m}_at_{FIXED_THRESHOLD}" for m in THRESHOLD_METRICS)]
+    for metric in metrics:
+        summary[f"test_{metric}"] = float(per_image[metric].mean())
+        summary[f"test_{metric}_sd"] = float(per_image.groupby("image")[metric].mean().std(ddof=0))
+        if len(channels) > 1:
+            for channel, value in per_image.groupby("channel")[metric].mean().items():
+                summary[f"test_{metric}_{channel}"] = float(value)
+    if len(channels) == 1:
+        summary["threshold"] = thresholds[channels[0]]
+    else:
+        summary.update({f"threshold_{channel}": value for channel, value in thresholds.items()})
+    return per_image, summary

@@ -1,0 +1,99 @@
+"""`python -m retina_seg.predict run_id=<id>|model=<folder> input=<file-or-folder> output=<folder>`.
+
+For every readable image: `<stem>_prob.png` (probability x 255), `<stem>_mask.png` (0/255, at the
+threshold chosen on validation when the model was evaluated) and `<stem>_overlay.png` (the mask
+painted over the image); multi-label models write one prob/mask file per channel
+(`<stem>_prob_MA.png`, ...). Unreadable files are reported and skipped; the batch goes on.
+The model's own training preprocessing and scale are applied, read from the run's `config.yaml`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import cv2
+import hydra
+import numpy as np
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from retina_seg.adapters import IMAGE_SUFFIXES
+from retina_seg.config import ConfigError, PredictConfig, validate
+from retina_seg.data import DataError, preprocess_image, read_image
+from retina_seg.infer import Predictor
+from retina_seg.plots import overlay
+from retina_seg.reload import ModelSourceError, load_logged_model
+from retina_seg.track import check_tracking
+
+log = logging.getLogger(__name__)
+
+
+def list_inputs(source: Path) -> list[Path]:
+    """One image file, or every image file (by suffix) directly in a folder, sorted."""
+    if source.is_file():
+        return [source]
+    if not source.is_dir():
+        raise ConfigError(f"input='{source}' is neither an image file nor a folder")
+    files = sorted(p for p in source.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
+    if not files:
+        raise ConfigError(f"input='{source}' holds no image files (expected {', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def _write(path: Path, pixels: np.ndarray) -> None:
+    image = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR) if pixels.ndim == 3 else pixels
+    if not cv2.imwrite(str(path), image):
+        raise OSError(f"could not write {path}")
+
+
+def predict_folder(config: PredictConfig) -> tuple[list[Path], list[str]]:
+    """Predict every input; returns (images written, 'file: reason' for each skipped input)."""
+    inputs = list_inputs(Path(config.input))
+    if config.run_id:
+        check_tracking(config.tracking)
+    logged = load_logged_model(config.run_id or config.model, config.tracking.uri, trust=config.trust_model,
+                               fallback=config)
+    trained = logged.config
+    channels = trained.data.channels
+    predictor = Predictor(logged.model, trained.image_size, trained.data.sampling, config.inference)
+    output = Path(config.output)
+    output.mkdir(parents=True, exist_ok=True)
+    done, skipped = [], []
+    for path in tqdm(inputs, desc="predicting", unit="image", disable=None):
+        try:
+            image = read_image(path)
+        except DataError as exc:
+            skipped.append(str(exc))
+            continue
+        prob = predictor(preprocess_image(image, trained.preprocess))
+        masks = np.stack([prob[..., c] >= logged.thresholds[name] for c, name in enumerate(channels)], axis=-1)
+        stem = path.name.split(".")[0]
+        for c, name in enumerate(channels):
+            suffix = "" if len(channels) == 1 else f"_{name}"
+            _write(output / f"{stem}_prob{suffix}.png", np.round(prob[..., c] * 255).astype(np.uint8))
+            _write(output / f"{stem}_mask{suffix}.png", masks[..., c].astype(np.uint8) * 255)
+        _write(output / f"{stem}_overlay.png", overlay(image, masks))
+        done.append(path)
+    return done, skipped
+
+
+@hydra.main(config_path="../conf", config_name="predict", version_base="1.3")
+def main(cfg: DictConfig) -> int:
+    try:
+        done, skipped = predict_folder(validate(cfg))
+    except (ConfigError, DataError, ModelSourceError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    for reason in skipped:
+        print(f"skipped: {reason}", file=sys.stderr)
+    log.info("wrote predictions for %d image(s) to %s; skipped %d", len(done), cfg.output, len(skipped))
+    if not done:
+        print("error: no input image could be read", file=sys.stderr)
+        sys.exit(1)
+    return len(done)
+
+
+if __name__ == "__main__":
+    main()
