@@ -17,6 +17,7 @@ import tensorflow as tf
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
+from tf_keras.src.saving.serialization_lib import SafeModeScope
 
 from retina_seg.config import CONF_DIR, Config, validate
 
@@ -98,7 +99,9 @@ def _build(architecture: Path, weights: Path, trust: bool) -> tf.keras.Model:
     text = architecture.read_text()
     if not trust:
         refuse_code(json.loads(text), architecture)
-    model = tf.keras.models.model_from_json(text)
+    # tf-keras has its own Lambda guard; a trusted model lifts it (SafeModeScope has no public alias in 2.21)
+    with SafeModeScope(not trust):
+        model = tf.keras.models.model_from_json(text)
     try:
         model.load_weights(str(weights))
     except (ValueError, OSError) as exc:

@@ -22,9 +22,10 @@ def isolate(tmp_path: Path) -> list[str]:
             f"data.root={tmp_path}/cache", "tracking.experiment=test"]
 
 
-def compose_config(overrides: list[str]):
+def compose_config(overrides: list[str], name: str = "config"):
+    """The real config tree composed like the command line does (`name`: config, evaluate or predict)."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
+        return compose(config_name=name, overrides=overrides)
 
 
 def run_cli(module: str, overrides: list[str], tmp_path: Path, timeout: int = 600) -> subprocess.CompletedProcess:

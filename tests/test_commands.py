@@ -1,0 +1,148 @@
+"""`evaluate` and `predict` on a real logged run, and their answers to bad input."""
+
+from __future__ import annotations
+
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+from mlflow.tracking import MlflowClient
+
+from retina_seg.config import ConfigError, validate
+from retina_seg.predict import predict_folder
+from retina_seg.reload import ModelSourceError, load_model
+from retina_seg.run import run_job
+from tests import layouts
+from tests.conftest import TINY, compose_config, isolate, run_cli
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("trained")
+    result = run_job(compose_config([*TINY, *isolate(tmp)]), tmp / "work")
+    return tmp, result
+
+
+def predict_config(tmp, *overrides):
+    return validate(compose_config([*isolate(tmp), *overrides], name="predict"))
+
+
+def test_evaluate_command_logs_a_nested_run_with_the_same_numbers(trained):
+    tmp, result = trained
+    done = run_cli("retina_seg.evaluate", [f"run_id={result.run_id}", *isolate(tmp)[:2],
+                                           "tracking.experiment=test"], tmp / "eval")
+    assert done.returncode == 0, done.stderr[-2000:]
+    client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
+    [child] = client.search_runs([client.get_run(result.run_id).info.experiment_id],
+                                 f"tags.mlflow.parentRunId = '{result.run_id}'")
+    assert child.info.status == "FINISHED" and child.data.tags["dataset"] == "synthetic"
+    # own dataset, own split, same model: the same threshold and the same test metrics
+    assert child.data.metrics["threshold"] == pytest.approx(result.metrics["threshold"])
+    assert child.data.metrics["test_f1"] == pytest.approx(result.metrics["test_f1"], abs=1e-6)
+    assert {"metrics", "test_examples.png"} <= {a.path for a in client.list_artifacts(child.info.run_id)}
+
+
+def test_cross_dataset_evaluation_on_another_layout(trained, tmp_path):
+    tmp, result = trained
+    root = layouts.drive(tmp_path / "DRIVE")
+    done = run_cli("retina_seg.evaluate", [f"run_id={result.run_id}", *isolate(tmp)[:2], "tracking.experiment=test",
+                                           "data=drive", f"data.root={root}"], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
+    runs = client.search_runs([client.get_run(result.run_id).info.experiment_id], "tags.dataset = 'drive'")
+    assert [r.data.params["data.name"] for r in runs] == ["drive"]
+    per_image = client.download_artifacts(runs[0].info.run_id, "metrics/per_image.csv", str(tmp_path))
+    assert sorted(set(np.loadtxt(per_image, delimiter=",", skiprows=1, usecols=0, dtype=str))) == [
+        f"{n:02d}_test" for n in range(1, 5)]
+
+
+def write_inputs(folder):
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    colour = rng.integers(0, 256, (70, 90, 3), dtype=np.uint8)
+    cv2.imwrite(str(folder / "colour.png"), colour)
+    cv2.imwrite(str(folder / "grey.png"), colour[..., 1])
+    cv2.imwrite(str(folder / "rgba.png"), np.dstack([colour, np.full((70, 90), 200, np.uint8)]))
+    cv2.imwrite(str(folder / "small.jpg"), colour[:20, :12])  # smaller than the 64 px window
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    return folder
+
+
+def test_predict_writes_prob_mask_and_overlay_and_skips_unreadable_files(trained, tmp_path):
+    tmp, result = trained
+    inputs = write_inputs(tmp_path / "in")
+    done, skipped = predict_folder(predict_config(tmp, f"run_id={result.run_id}", f"input={inputs}",
+                                                  f"output={tmp_path / 'out'}"))
+    assert sorted(p.name for p in done) == ["colour.png", "grey.png", "rgba.png", "small.jpg"]
+    assert len(skipped) == 1 and "broken.png: unreadable image" in skipped[0]
+    for stem, shape in (("colour", (70, 90)), ("grey", (70, 90)), ("rgba", (70, 90)), ("small", (20, 12))):
+        prob = cv2.imread(str(tmp_path / "out" / f"{stem}_prob.png"), cv2.IMREAD_UNCHANGED)
+        mask = cv2.imread(str(tmp_path / "out" / f"{stem}_mask.png"), cv2.IMREAD_UNCHANGED)
+        overlay = cv2.imread(str(tmp_path / "out" / f"{stem}_overlay.png"))
+        assert prob.shape == mask.shape == shape and overlay.shape == (*shape, 3)
+        assert set(np.unique(mask)) <= {0, 255}
+        # the mask is the probability at the validation threshold (the PNG holds round(255 p))
+        level = round(result.metrics["threshold"] * 255)
+        assert (mask[prob > level] == 255).all() and (mask[prob < level] == 0).all()
+
+
+def test_predict_from_a_model_folder_matches_the_run(trained, tmp_path):
+    tmp, result = trained
+    inputs = write_inputs(tmp_path / "in")
+    predict_folder(predict_config(tmp, f"model={tmp / 'work' / 'artifacts'}", f"input={inputs / 'colour.png'}",
+                                  f"output={tmp_path / 'a'}"))
+    predict_folder(predict_config(tmp, f"run_id={result.run_id}", f"input={inputs / 'colour.png'}",
+                                  f"output={tmp_path / 'b'}"))
+    a = cv2.imread(str(tmp_path / "a" / "colour_prob.png"), cv2.IMREAD_UNCHANGED)
+    b = cv2.imread(str(tmp_path / "b" / "colour_prob.png"), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_predict_cli_reports_skips_and_exit_codes(trained, tmp_path):
+    tmp, result = trained
+    inputs = write_inputs(tmp_path / "in")
+    done = run_cli("retina_seg.predict", [f"run_id={result.run_id}", f"input={inputs}", f"output={tmp_path}/out",
+                                          *isolate(tmp)[:2]], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "skipped: " in done.stderr and "broken.png" in done.stderr
+    (tmp_path / "empty").mkdir()
+    done = run_cli("retina_seg.predict", [f"run_id={result.run_id}", f"input={tmp_path}/empty",
+                                          f"output={tmp_path}/out2", *isolate(tmp)[:2]], tmp_path)
+    assert done.returncode == 2 and "holds no image files" in done.stderr
+
+
+def test_unknown_run_id_and_run_without_model(trained, tmp_path):
+    tmp, _ = trained
+    inputs = write_inputs(tmp_path / "in")
+    with pytest.raises(ModelSourceError, match=r"run 'no-such-run' not found"):
+        predict_folder(predict_config(tmp, "run_id=no-such-run", f"input={inputs}", f"output={tmp_path}/o"))
+    client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
+    empty = client.create_run(client.get_experiment_by_name("test").experiment_id).info.run_id
+    client.set_terminated(empty)
+    with pytest.raises(ModelSourceError, match=r"has no \*_Retinal.json / .h5 model artifacts"):
+        predict_folder(predict_config(tmp, f"run_id={empty}", f"input={inputs}", f"output={tmp_path}/o"))
+    with pytest.raises(ConfigError, match=r"run_id / model"):
+        predict_config(tmp, f"input={inputs}", f"output={tmp_path}/o")
+
+
+def test_json_and_h5_that_do_not_match(trained, tmp_path):
+    tmp, _ = trained
+    folder = tmp_path / "mixed"
+    shutil.copytree(tmp / "work" / "artifacts", folder)
+    other = tf.keras.Sequential([tf.keras.Input((None, None, 3)), tf.keras.layers.Conv2D(1, 1)])
+    other.save_weights(str(folder / "resnet18_Retinal.h5"))
+    with pytest.raises(ModelSourceError, match=r"resnet18_Retinal.h5 does not match resnet18_Retinal.json"):
+        load_model(folder)
+
+
+def test_code_carrying_json_is_refused_unless_trusted(tmp_path):
+    inputs = tf.keras.Input((None, None, 3))
+    model = tf.keras.Model(inputs, tf.keras.layers.Lambda(lambda x: x[..., :1] * 0.5)(inputs))
+    (tmp_path / "lam_Retinal.json").write_text(model.to_json())
+    model.save_weights(str(tmp_path / "lam_Retinal.h5"))
+    with pytest.raises(ModelSourceError, match=r"contains \['Lambda'\] layers, which run arbitrary code"):
+        load_model(tmp_path)
+    trusted = load_model(tmp_path, trust=True)
+    assert trusted.output_shape == (None, None, None, 1)
