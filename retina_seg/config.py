@@ -55,6 +55,11 @@ class Normalization(Enum):
     backbone = "backbone"  # the encoder's own ImageNet preprocessing, built into the model
 
 
+class Strategy(Enum):
+    default = "default"  # one device
+    mirrored = "mirrored"  # tf.distribute.MirroredStrategy: data-parallel over trainer.devices
+
+
 class Mode(Enum):
     min = "min"
     max = "max"
@@ -166,6 +171,8 @@ class TrainerConfig:
     reduce_lr_factor: float = 0.5
     steps_per_epoch: int | None = None  # null: one pass over the training images
     time_limit_minutes: float | None = None  # stop training (keeping the best epoch) after this long
+    strategy: Strategy = Strategy.default
+    devices: List[str] = field(default_factory=list)  # mirrored: e.g. ["/gpu:0", "/gpu:1"]; empty: all GPUs
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, "trainer.epochs", "an integer >= 1", self.epochs)
@@ -261,6 +268,17 @@ class PredictConfig(Config):
                  {"run_id": self.run_id, "model": self.model})
 
 
+@dataclass
+class CompareConfig:
+    """`python -m retina_seg.compare`: a table of the runs of one sweep or experiment."""
+
+    tracking: TrackingConfig = MISSING
+    sweep: str | None = None  # a sweep id (the `sweep_id` tag); null: the most recent sweep
+    experiment: str | None = None  # compare every run of this experiment instead
+    metric: str = "test_f1"  # sort key: a column of the table or any logged metric
+    ascending: bool = False
+
+
 def validate(cfg: DictConfig) -> Config:
     """Turn a composed config into typed, range-checked objects; raise ConfigError with one clear line."""
     missing = sorted(OmegaConf.missing_keys(cfg))
@@ -282,7 +300,8 @@ def register() -> None:
     if not OmegaConf.has_resolver("project_root"):
         OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
     store = ConfigStore.instance()
-    for name, node in (("train", Config), ("evaluate", EvaluateConfig), ("predict", PredictConfig)):
+    for name, node in (("train", Config), ("evaluate", EvaluateConfig), ("predict", PredictConfig),
+                       ("compare", CompareConfig)):
         store.store(group="schema", name=name, node=node, package="_global_")
 
 

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import sys
+import time
 from pathlib import Path
 
 import hydra
@@ -45,8 +46,10 @@ def evaluate_model(predictor: Predictor, splits: dict, channels: list[str], stag
     if thresholds is None:
         thresholds = choose_thresholds(predict_split(predictor, splits["val"], "validation"), splits["val"], channels)
     test = splits["test"]
+    started = time.perf_counter()
     probs = predict_split(predictor, test, "test")
     per_image, summary = evaluate(probs, test, channels, thresholds)
+    summary["inference_ms_per_image"] = 1000 * (time.perf_counter() - started) / len(test)
     (staging / "metrics").mkdir(parents=True, exist_ok=True)
     per_image.to_csv(staging / "metrics" / "per_image.csv", index=False)
     (staging / "metrics" / "summary.json").write_text(json.dumps(summary, indent=2))

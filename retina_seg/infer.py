@@ -29,6 +29,15 @@ class Predictor:
     sampling: Sampling
     settings: InferenceConfig
 
+    def __post_init__(self) -> None:
+        # a plain compiled forward pass: unlike model.predict it does not split a batch across the
+        # replicas of a distribution strategy (a one-image batch would leave a replica empty)
+        self._forward = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """uint8 RGB (N, H, W, 3) with H, W multiples of 32 -> float32 probabilities (N, H, W, C)."""
+        return self._forward(tf.constant(to_model_input(batch))).numpy()
+
     @property
     def stride(self) -> int:
         return self.settings.stride or self.window // 2
@@ -48,7 +57,7 @@ class Predictor:
     def _resized(self, image: np.ndarray) -> np.ndarray:
         height, width = image.shape[:2]
         small = cv2.resize(image, (self.window, self.window), interpolation=cv2.INTER_AREA)
-        prob = self.model.predict(to_model_input(small[None]), verbose=0)[0]
+        prob = self.predict(small[None])[0]
         restored = cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)
         return restored.reshape(height, width, prob.shape[-1])
 
@@ -66,7 +75,7 @@ class Predictor:
         for start in range(0, len(corners), self.settings.batch_size):
             chunk = corners[start: start + self.settings.batch_size]
             windows = np.stack([padded[top: top + size, left: left + size] for top, left in chunk])
-            probs = self.model.predict(to_model_input(windows), verbose=0)
+            probs = self.predict(windows)
             if total is None:
                 total = np.zeros((*padded.shape[:2], probs.shape[-1]), np.float32)
                 weight_sum = np.zeros(padded.shape[:2], np.float32)

@@ -90,23 +90,27 @@ def training_dataset(arrays: Arrays, batch_size: int, size: int, patches: bool, 
 def pad_to_multiple(pixels: np.ndarray, multiple: int = PAD_MULTIPLE) -> np.ndarray:
     """Zero-pad (H, W, ...) at the bottom and right so H and W divide by `multiple`."""
     height, width = pixels.shape[:2]
-    pad = ((0, -height % multiple), (0, -width % multiple)) + ((0, 0),) * (pixels.ndim - 2)
+    return _pad_to(pixels, height + -height % multiple, width + -width % multiple)
+
+
+def _pad_to(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    pad = ((0, height - pixels.shape[0]), (0, width - pixels.shape[1])) + ((0, 0),) * (pixels.ndim - 2)
     return np.pad(pixels, pad)
 
 
-def evaluation_dataset(arrays: Arrays, batch_size: int) -> tf.data.Dataset:
-    """One ordered pass over whole (image, mask) pairs, zero-padded to a multiple of 32; images of
-    different sizes (native-resolution validation) go one per batch."""
-    images = [pad_to_multiple(image) for image in arrays.images]
-    masks = [pad_to_multiple(mask) for mask in arrays.masks]
-    if len({image.shape for image in images}) == 1:
-        ds = tf.data.Dataset.from_tensor_slices((np.stack(images), np.stack(masks))).batch(batch_size)
-    else:
-        signature = (tf.TensorSpec((None, None, 3), tf.uint8), tf.TensorSpec((None, None, masks[0].shape[-1]),
-                                                                              tf.uint8))
-        ds = tf.data.Dataset.from_generator(lambda: zip(images, masks, strict=True),
-                                            output_signature=signature).batch(1)
-    return ds.map(_to_float).prefetch(tf.data.AUTOTUNE)
+def evaluation_dataset(arrays: Arrays, batch_size: int, replicas: int = 1) -> tf.data.Dataset:
+    """One ordered pass over whole (image, mask) pairs, zero-padded to a common size that divides by 32.
+    With several replicas (MirroredStrategy) the first images are repeated so every replica gets a
+    non-empty share of the last batch; these Keras validation scores only steer training, the
+    reported evaluation is done separately on the exact images."""
+    height = max(i.shape[0] for i in arrays.images)
+    width = max(i.shape[1] for i in arrays.images)
+    height, width = height + -height % PAD_MULTIPLE, width + -width % PAD_MULTIPLE
+    order = list(range(len(arrays))) + list(range(-len(arrays) % replicas))
+    images = np.stack([_pad_to(arrays.images[i], height, width) for i in order])
+    masks = np.stack([_pad_to(arrays.masks[i], height, width) for i in order])
+    return tf.data.Dataset.from_tensor_slices((images, masks)).batch(batch_size).map(_to_float).prefetch(
+        tf.data.AUTOTUNE)
 
 
 def _to_float(image, mask):

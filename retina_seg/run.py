@@ -4,13 +4,16 @@ The runner only wires the stages together; each stage gets the part of the confi
 Everything cheap that can reject the config (schema, tracking store, data files, model build)
 runs before the MLflow run starts, so bad input leaves no half-written run behind. (The package's
 __init__ has already selected the Keras 2 stack before TensorFlow is imported here.)
+With `-m` every job is its own run, tagged with the sweep it belongs to.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +22,7 @@ import hydra
 import mlflow
 import tensorflow as tf
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from retina_seg.augment import build_augmentation
@@ -30,7 +34,7 @@ from retina_seg.model import build_model
 from retina_seg.pipeline import evaluation_dataset, training_dataset
 from retina_seg.plots import plot_history
 from retina_seg.track import MlflowMetrics, check_tracking, flatten, git_commit, log_staged, tracked_run
-from retina_seg.train import FitOutputs, compile_model, fit
+from retina_seg.train import FitOutputs, compile_model, distribution_strategy, fit
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +47,7 @@ class JobResult:
     objective: float  # best value of trainer.monitor on validation: what a sweeper optimizes
 
 
-def run_job(cfg: DictConfig, workdir: Path) -> JobResult:
+def run_job(cfg: DictConfig, workdir: Path, sweep_tags: dict | None = None) -> JobResult:
     """One training job from a composed config; files are staged in `workdir/artifacts` and logged."""
     config: Config = validate(cfg)
     check_tracking(config.tracking)
@@ -53,10 +57,13 @@ def run_job(cfg: DictConfig, workdir: Path) -> JobResult:
     patches = config.data.sampling is Sampling.patches
     fit_splits = splits if patches else {s: resize_arrays(splits[s], config.image_size) for s in ("train", "val")}
     augmentation = build_augmentation(config.augmentation, config.seed)
-    model = build_model(config.backbone.name, config.arch, len(channels), config.image_size, config.encoder_weights,
-                        config.batchnorm_momentum, config.preprocess.normalization)
-    compile_model(model, config.trainer, config.loss)
-    log.info("data %s: %s", config.data.name, {split: len(arrays) for split, arrays in splits.items()})
+    strategy = distribution_strategy(config.trainer)
+    with strategy.scope():
+        model = build_model(config.backbone.name, config.arch, len(channels), config.image_size,
+                            config.encoder_weights, config.batchnorm_momentum, config.preprocess.normalization)
+        compile_model(model, config.trainer, config.loss)
+    log.info("data %s: %s; %d replica(s)", config.data.name, {s: len(a) for s, a in splits.items()},
+             strategy.num_replicas_in_sync)
 
     staging = workdir / "artifacts"
     staging.mkdir(parents=True, exist_ok=True)
@@ -67,16 +74,21 @@ def run_job(cfg: DictConfig, workdir: Path) -> JobResult:
         A.save(augmentation, str(staging / "augmentation.yaml"), data_format="yaml")
     outputs = FitOutputs(weights=staging / f"{stem}.h5", history=staging / f"{stem}.csv")
     tags = {"backbone": config.backbone.name, "arch": config.arch.name.value, "dataset": config.data.name,
-            "task": config.data.task.value, "git_commit": git_commit()}
+            "task": config.data.task.value, "git_commit": git_commit(), **(sweep_tags or {})}
 
-    with tracked_run(config.tracking, staging, tags) as run:
-        mlflow.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
+    name = "-".join([config.backbone.name, config.arch.name.value, config.data.name,
+                     *([f"job{sweep_tags['sweep_job']}"] if sweep_tags else [])])
+    with tracked_run(config.tracking, staging, tags, run_name=name) as run:
+        mlflow.log_params(flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
+        mlflow.log_metrics({"parameters": model.count_params(), "replicas": strategy.num_replicas_in_sync})
         batch = config.trainer.batch_size
         steps = config.trainer.steps_per_epoch or math.ceil(len(splits["train"]) / batch)
         train = training_dataset(fit_splits["train"], batch, config.image_size, patches, config.data.foreground_share,
                                  augmentation, config.seed)
-        history = fit(model, train, evaluation_dataset(fit_splits["val"], batch), steps, config.trainer, outputs,
-                      [MlflowMetrics()])
+        started = time.perf_counter()
+        val = evaluation_dataset(fit_splits["val"], batch, strategy.num_replicas_in_sync)
+        history = fit(model, train, val, steps, config.trainer, outputs, [MlflowMetrics()])
+        mlflow.log_metric("train_seconds", time.perf_counter() - started)
         plot_history(history, staging / "curves.png")
 
         predictor = Predictor(model, config.image_size, config.data.sampling, config.inference)
@@ -86,6 +98,7 @@ def run_job(cfg: DictConfig, workdir: Path) -> JobResult:
         mlflow.tensorflow.log_model(model, name="model", keras_model_kwargs={"save_format": "h5"},
                                     pip_requirements=_requirements())
         objective = float(history[config.trainer.monitor].agg(config.trainer.monitor_mode.value))
+        mlflow.log_metric("objective", objective)
     return JobResult(run_id=run.info.run_id, model=model, metrics=summary, objective=objective)
 
 
@@ -96,12 +109,40 @@ def _requirements() -> list[str]:
     return [f"{name}=={version(name)}" for name in ("tensorflow", "tf-keras", "segmentation-models", "h5py")]
 
 
+def sweep_tags(hydra_config) -> dict:
+    """Tags that group the jobs of one multirun: the sweep id (its folder name), job number, overrides."""
+    if hydra_config.mode != RunMode.MULTIRUN:
+        return {}
+    overrides = ",".join(hydra_config.overrides.task)
+    return {"sweep_id": Path(hydra_config.sweep.dir).name, "sweep_job": str(hydra_config.job.num),
+            "sweep_overrides": overrides[:5000]}
+
+
+def limit_threads(hydra_config) -> None:
+    """Parallel local jobs (the joblib launcher) share the cores instead of each taking all of them."""
+    jobs = hydra_config.launcher.get("n_jobs") if "joblib" in str(hydra_config.launcher.get("_target_")) else None
+    if not jobs:
+        return
+    cores = len(os.sched_getaffinity(0))
+    jobs = cores if jobs < 0 else jobs
+    threads = max(1, cores // jobs)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # a reused worker process: already set by its first job
+        pass
+
+
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
+    hydra_config = HydraConfig.get()
+    limit_threads(hydra_config)
     try:
-        return run_job(cfg, Path(HydraConfig.get().runtime.output_dir)).objective
+        return run_job(cfg, Path(hydra_config.runtime.output_dir), sweep_tags(hydra_config)).objective
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if hydra_config.mode == RunMode.MULTIRUN:
+            raise  # Hydra records the job as failed and the sweep goes on
         sys.exit(2)
 
 

@@ -54,7 +54,10 @@ def check_tracking(cfg: TrackingConfig) -> None:
         raise ConfigError(f"tracking.uri={cfg.uri!r} is unreachable: {reason[:300]}") from exc
 
 
-def _experiment_id(cfg: TrackingConfig) -> str:
+def ensure_experiment(cfg: TrackingConfig) -> str:
+    """The id of experiment `cfg.experiment` in store `cfg.uri`, created (with the configured artifact
+    location) if it does not exist yet."""
+    mlflow.set_tracking_uri(cfg.uri)
     experiment = mlflow.get_experiment_by_name(cfg.experiment)
     if experiment is not None:
         return experiment.experiment_id
@@ -82,13 +85,14 @@ def flatten(config: Mapping) -> Dict[str, str]:
 
 
 @contextmanager
-def tracked_run(cfg: TrackingConfig, staging: Path, tags: Dict[str, str],
-                experiment_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
+def tracked_run(cfg: TrackingConfig, staging: Path, tags: Dict[str, str], experiment_id: str | None = None,
+                run_name: str | None = None) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run around a job (in `cfg.experiment` unless `experiment_id` is given); on failure or
     interruption it keeps the staged files and records why."""
     mlflow.set_tracking_uri(cfg.uri)
     staging.mkdir(parents=True, exist_ok=True)
-    run = mlflow.start_run(experiment_id=experiment_id or _experiment_id(cfg), run_name=cfg.run_name, tags=tags)
+    run = mlflow.start_run(experiment_id=experiment_id or ensure_experiment(cfg), run_name=cfg.run_name or run_name,
+                           tags=tags)
     previous = _sigterm_as_interrupt()
     try:
         yield run

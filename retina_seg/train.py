@@ -13,7 +13,7 @@ from typing import List
 import pandas as pd
 import tensorflow as tf
 
-from retina_seg.config import LossConfig, TrainerConfig
+from retina_seg.config import LossConfig, Strategy, TrainerConfig
 from retina_seg.losses import build_loss, build_metrics
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,16 @@ class FitOutputs:
 
     weights: Path
     history: Path
+
+
+def distribution_strategy(trainer: TrainerConfig) -> tf.distribute.Strategy:
+    """`mirrored`: one replica per device in trainer.devices (default: every GPU, else every logical CPU);
+    the batch size is global and split across replicas."""
+    if trainer.strategy is not Strategy.mirrored:
+        return tf.distribute.get_strategy()
+    devices = list(trainer.devices) or [d.name for d in tf.config.list_logical_devices("GPU")] or [
+        d.name for d in tf.config.list_logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(devices=devices)
 
 
 def compile_model(model: tf.keras.Model, trainer: TrainerConfig, loss: LossConfig) -> None:

@@ -74,12 +74,18 @@ def test_patches_centred_on_foreground_when_asked():
     assert patches(0.0)[:, 16, 16].mean() < 0.5
 
 
-def test_evaluation_pads_native_images_of_different_sizes():
+def test_evaluation_pads_native_images_to_one_size_dividing_by_32():
     arrays = fundus_arrays(count=1, size=96)
     other = fundus_arrays(count=1, size=112)
     mixed = Arrays(arrays.images + other.images, arrays.masks + other.masks, arrays.fov + other.fov, ["a", "b"])
     shapes = [images.shape for images, _ in first_batches(evaluation_dataset(mixed, 4), 2)]
-    assert shapes == [(1, 96, 96, 3), (1, 128, 128, 3)]
+    assert shapes == [(2, 128, 128, 3)]
+
+
+def test_evaluation_batches_never_leave_a_replica_empty():
+    arrays = fundus_arrays(count=3, size=64)
+    sizes = [images.shape[0] for images, _ in first_batches(evaluation_dataset(arrays, 2, replicas=2), 5)]
+    assert sizes == [2, 2]
 
 
 @pytest.mark.parametrize(("transform", "reason"), [
