@@ -134,7 +134,8 @@ SHARED_CHASE = PROJECT_ROOT.parent / "shared" / "data" / "CHASE_DB1"
 @pytest.mark.skipif(not SHARED_CHASE.is_dir(), reason="the shared CHASE_DB1 copy (../shared/data) is absent")
 def test_cli_run_on_the_real_chase_db1_copy(tmp_path):
     done = run_cli("retina_seg.run", [*isolate(tmp_path), "data=chase_db1", f"data.root={SHARED_CHASE}",
-                                      "trainer=fast", "backbone=resnet18", "image_size=128"], tmp_path)
+                                      "trainer=fast", "backbone=resnet18", "image_size=128", "inference.stride=128"],
+                   tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     [run] = runs_in(tmp_path)
     assert run.info.status == "FINISHED" and run.data.tags["dataset"] == "chase_db1"
@@ -153,3 +154,19 @@ def test_bad_data_file_stops_before_training_with_one_line(tmp_path):
     [line] = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert line.endswith("case5.png: unreadable mask (missing, truncated or not an image file)")
     assert runs_in(tmp_path) == []
+
+
+def test_chase_recipe_runs_unchanged_on_the_drive_layout(tmp_path):
+    """The recipe composes with `data=drive` and trains on DRIVE's official layout (a miniature copy
+    here; only its length is cut for the test)."""
+    from tests import layouts
+
+    root = layouts.drive(tmp_path / "DRIVE")
+    done = run_cli("retina_seg.run", ["+experiment=chase_db1_vessels", "data=drive", f"data.root={root}",
+                                      *isolate(tmp_path)[:2], "tracking.experiment=test", "trainer.epochs=1",
+                                      "trainer.steps_per_epoch=1", "image_size=64"], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    [run] = runs_in(tmp_path)
+    assert run.info.status == "FINISHED" and run.data.tags["dataset"] == "drive"
+    assert run.data.params["preprocess.clahe"] == "True" and run.data.params["data.sampling"] == "patches"
+    assert run.data.params["backbone.name"] == "resnet18" and run.data.params["trainer.time_limit_minutes"] == "45.0"
