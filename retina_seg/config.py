@@ -221,7 +221,7 @@ class Config:
     augmentation: AugmentationConfig = MISSING
     trainer: TrainerConfig = MISSING
     tracking: TrackingConfig = MISSING
-    inference: InferenceConfig = MISSING
+    inference: InferenceConfig = field(default_factory=InferenceConfig)  # runs logged before it existed reload
     image_size: int = 256
     seed: int = 42
     encoder_weights: str | None = None  # null: random init; "imagenet": downloads (needs network)

@@ -52,7 +52,7 @@ def test_artifacts_are_named_by_the_contract(finished):
     client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
     root = {a.path for a in client.list_artifacts(result.run_id)}
     assert {"resnet18_Retinal.json", "resnet18_Retinal.h5", "resnet18_Retinal.csv", "config.yaml", "curves.png",
-            "test_examples.png", "metrics"} <= root
+            "test_examples.png", "metrics", "augmentation.yaml"} <= root
     folder = client.download_artifacts(result.run_id, "", str(tmp / "download"))
     history = pd.read_csv(f"{folder}/resnet18_Retinal.csv")
     assert list(history.tail()["epoch"]) == [0, 1] and "val_f1-score" in history
@@ -60,6 +60,8 @@ def test_artifacts_are_named_by_the_contract(finished):
         result.metrics["test_f1"])
     assert pd.read_csv(f"{folder}/metrics/per_image.csv")["image"].nunique() >= 1
     assert open(f"{folder}/curves.png", "rb").read(4) == b"\x89PNG"
+    logged = open(f"{folder}/augmentation.yaml").read()
+    assert "HorizontalFlip" in logged and "RandomBrightnessContrast" in logged
 
 
 def test_reload_from_run_id_and_folder_predicts_identically(finished):
