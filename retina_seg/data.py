@@ -82,7 +82,7 @@ def read_mask(path: Path) -> np.ndarray:
     if pixels is None:
         raise DataError(f"{path}: unreadable mask (missing, truncated or not an image file)")
     values = np.unique(pixels)
-    if len(values) <= 2 and values[0] == 0 or len(values) == 1:
+    if len(values) == 1 or (len(values) == 2 and values[0] == 0):
         return (pixels > 0).astype(np.uint8)
     top = int(values[-1])
     near_levels = (pixels <= 0.1 * top) | (pixels >= 0.9 * top)

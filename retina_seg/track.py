@@ -116,7 +116,7 @@ def _close(run: mlflow.ActiveRun, staging: Path, status: str) -> None:
         log.error("could not log the artifacts of run %s: %s", run.info.run_id, exc)
     finally:
         mlflow.end_run(status)
-        log.error("run %s marked %s", run.info.run_id, status)
+        log.warning("run %s marked %s", run.info.run_id, status)
 
 
 def log_staged(staging: Path) -> None:
