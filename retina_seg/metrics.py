@@ -57,12 +57,6 @@ def ranking_metrics(y_true: np.ndarray, y_prob: np.ndarray) -> dict:
     }
 
 
-def image_metrics(prob: np.ndarray, truth: np.ndarray, fov: np.ndarray, threshold: float) -> dict:
-    """All metrics of one channel of one image, over its FOV pixels."""
-    y_true, y_prob = _fov_pixels(prob, truth, fov)
-    return {**threshold_metrics(y_true, y_prob, threshold), **ranking_metrics(y_true, y_prob)}
-
-
 def choose_thresholds(probs: list, arrays: Arrays, channels: list[str]) -> dict[str, float]:
     """Per channel, the threshold maximising F1 over all validation FOV pixels pooled (0.5 if the
     channel has no foreground in validation)."""

@@ -39,7 +39,7 @@ def load_model(source: str | Path, tracking_uri: str | None = None, trust: bool 
     """`source` is a folder holding the pair, or an MLflow run id whose artifact root holds it."""
     folder = Path(source)
     if not folder.is_dir():
-        folder = _download(str(source), tracking_uri or default_tracking_uri(), (".json", ".h5"))
+        folder, _ = _download(str(source), tracking_uri or default_tracking_uri(), (".json", ".h5"))
     return _build(*_find_pair(folder), trust=trust)
 
 
@@ -58,8 +58,8 @@ def load_logged_model(source: str, tracking_uri: str, trust: bool = False,
     folder = Path(source)
     experiment_id = None
     if not folder.is_dir():
-        experiment_id = _run(source, tracking_uri).info.experiment_id
-        folder = _download(source, tracking_uri, (".json", ".h5", "config.yaml", "metrics"))
+        folder, run = _download(source, tracking_uri, (".json", ".h5", "config.yaml", "metrics"))
+        experiment_id = run.info.experiment_id
     if (folder / "config.yaml").is_file():
         config = validate(OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(folder / "config.yaml")))
     elif fallback is not None:
@@ -120,20 +120,17 @@ def _find_pair(folder: Path) -> tuple[Path, Path]:
     return found[0], weights
 
 
-def _run(run_id: str, tracking_uri: str):
+def _download(run_id: str, tracking_uri: str, endings: tuple):
+    """(local folder, run): the run's root artifacts whose names end with `endings`, downloaded."""
+    client = MlflowClient(tracking_uri)
     try:
-        return MlflowClient(tracking_uri).get_run(run_id)
+        run = client.get_run(run_id)
     except MlflowException as exc:
         raise ModelSourceError(f"run {run_id!r} not found in {tracking_uri} (and no such folder)") from exc
-
-
-def _download(run_id: str, tracking_uri: str, endings: tuple) -> Path:
-    _run(run_id, tracking_uri)
-    client = MlflowClient(tracking_uri)
     names = [a.path for a in client.list_artifacts(run_id) if a.path.endswith(endings)]
     if not any(name.endswith(f"{SUFFIX}.json") for name in names):
         raise ModelSourceError(f"run {run_id} has no *{SUFFIX}.json / .h5 model artifacts")
     folder = Path(tempfile.mkdtemp(prefix=f"retina-seg-{run_id[:8]}-"))
     for name in names:
         client.download_artifacts(run_id, name, str(folder))
-    return folder
+    return folder, run

@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 
 from retina_seg.data import Arrays
-from retina_seg.metrics import choose_thresholds, evaluate, image_metrics
+from retina_seg.metrics import choose_thresholds, evaluate
+
+
+def image_metrics(prob, truth, fov, threshold):
+    """The per-image row `evaluate` reports for a single-channel image (H, W)."""
+    arrays = Arrays(images=[np.zeros((*prob.shape, 3), np.uint8)], masks=[truth[..., None].astype(np.uint8)],
+                    fov=[fov], names=["x"])
+    per_image, _ = evaluate([prob[..., None]], arrays, ["vessels"], {"vessels": threshold})
+    return per_image.iloc[0].to_dict()
 
 
 def test_metrics_count_only_fov_pixels():
