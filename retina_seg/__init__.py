@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 def load_model(source, tracking_uri=None, trust=False):
     """Rebuild a trained model from `<BACKBONE>_Retinal.json` + `.h5` (a run id or a local folder);
     `trust=True` allows JSON with code-carrying Lambda layers."""
-    from retina_seg.reload import load_model as _load
+    from retina_seg.tracking.reload import load_model as _load
 
     return _load(source, tracking_uri=tracking_uri, trust=trust)
 

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from retina_seg.augment import build_augmentation
 from retina_seg.config import PROJECT_ROOT, validate
-from retina_seg.data import load_splits
-from retina_seg.model import build_model
-from retina_seg.pipeline import training_dataset
-from retina_seg.train import compile_model
+from retina_seg.data.augment import build_augmentation
+from retina_seg.data.loading import load_splits
+from retina_seg.data.pipeline import training_dataset
+from retina_seg.model.factory import build_model
+from retina_seg.training.fit import compile_model
 
 SHARED_CHASE = PROJECT_ROOT.parent / "shared" / "data" / "CHASE_DB1"
 BASE = ["augmentation=light", "data.sampling=patches", "image_size=256", "trainer.batch_size=4"]

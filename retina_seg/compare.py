@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from retina_seg.config import CompareConfig, ConfigError, validate
-from retina_seg.track import check_tracking, log_staged, tracked_run
+from retina_seg.tracking.runs import check_tracking, log_staged, tracked_run
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

@@ -1,4 +1,4 @@
-"""The evaluation stage, and `python -m retina_seg.evaluate run_id=<id> [data=<name> data.root=<path>]`.
+"""`python -m retina_seg.evaluate run_id=<id> [data=<name> data.root=<path>]`: re-evaluate a logged model.
 
 Without a data override the run's own dataset, preprocessing and split seed are used.
 
@@ -10,58 +10,23 @@ result as a new run nested under the training run, so the original test metrics 
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import sys
-import time
 from pathlib import Path
 
 import hydra
 import mlflow
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
-from tqdm import tqdm
 
 from retina_seg.config import Config, ConfigError, EvaluateConfig, validate
-from retina_seg.data import Arrays, DataError, load_splits
-from retina_seg.infer import Predictor
-from retina_seg.metrics import choose_thresholds, evaluate
-from retina_seg.plots import plot_examples
-from retina_seg.reload import ModelSourceError, load_logged_model
-from retina_seg.track import check_tracking, log_staged, tracked_run
+from retina_seg.data.loading import DataError, load_splits
+from retina_seg.inference.predictor import Predictor
+from retina_seg.tracking.evaluation import evaluate_model, log_summary
+from retina_seg.tracking.reload import ModelSourceError, load_logged_model
+from retina_seg.tracking.runs import check_tracking, log_staged, tracked_run
 
 log = logging.getLogger(__name__)
-
-
-def predict_split(predictor: Predictor, arrays: Arrays, label: str) -> list:
-    return [predictor(image) for image in tqdm(arrays.images, desc=f"predicting {label}", unit="image",
-                                               disable=None, leave=False)]
-
-
-def evaluate_model(predictor: Predictor, splits: dict, channels: list[str], staging: Path,
-                   thresholds: dict | None = None) -> dict:
-    """Choose thresholds on validation (unless given), evaluate test, write metrics/ and the example
-    figure into `staging`; returns the summary (MLflow metric names)."""
-    if thresholds is None:
-        thresholds = choose_thresholds(predict_split(predictor, splits["val"], "validation"), splits["val"], channels)
-    test = splits["test"]
-    started = time.perf_counter()
-    probs = predict_split(predictor, test, "test")
-    per_image, summary = evaluate(probs, test, channels, thresholds)
-    summary["inference_ms_per_image"] = 1000 * (time.perf_counter() - started) / len(test)
-    (staging / "metrics").mkdir(parents=True, exist_ok=True)
-    per_image.to_csv(staging / "metrics" / "per_image.csv", index=False)
-    (staging / "metrics" / "summary.json").write_text(json.dumps(summary, indent=2))
-    plot_examples(test.images, test.masks, probs, test.names, staging / "test_examples.png")
-    log.info("test F1 %.4f (threshold %s chosen on validation; at 0.5: %.4f), AUC %.4f, all-foreground F1 %.4f",
-             summary["test_f1"], {k: round(v, 3) for k, v in thresholds.items()}, summary["test_f1_at_0.5"],
-             summary["test_auc"], summary["test_f1_trivial"])
-    return summary
-
-
-def log_summary(summary: dict) -> None:
-    mlflow.log_metrics({key: value for key, value in summary.items() if math.isfinite(value)})
 
 
 def reevaluate(config: EvaluateConfig, workdir: Path, own_data: bool) -> dict:

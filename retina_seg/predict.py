@@ -19,13 +19,13 @@ import numpy as np
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from retina_seg.adapters import IMAGE_SUFFIXES
 from retina_seg.config import ConfigError, PredictConfig, validate
-from retina_seg.data import DataError, preprocess_image, read_image
-from retina_seg.infer import Predictor
-from retina_seg.plots import overlay
-from retina_seg.reload import ModelSourceError, load_logged_model
-from retina_seg.track import check_tracking
+from retina_seg.data.adapters import IMAGE_SUFFIXES
+from retina_seg.data.loading import DataError, preprocess_image, read_image
+from retina_seg.inference.predictor import Predictor
+from retina_seg.tracking.figures import overlay
+from retina_seg.tracking.reload import ModelSourceError, load_logged_model
+from retina_seg.tracking.runs import check_tracking
 
 log = logging.getLogger(__name__)
 

@@ -25,16 +25,16 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from retina_seg.augment import build_augmentation
 from retina_seg.config import Config, ConfigError, Sampling, validate
-from retina_seg.data import DataError, load_splits, resize_arrays
-from retina_seg.evaluate import evaluate_model, log_summary
-from retina_seg.infer import Predictor
-from retina_seg.model import build_model
-from retina_seg.pipeline import evaluation_dataset, training_dataset
-from retina_seg.plots import plot_history
-from retina_seg.track import MlflowMetrics, check_tracking, flatten, git_commit, log_staged, tracked_run
-from retina_seg.train import FitOutputs, compile_model, distribution_strategy, fit
+from retina_seg.data.augment import build_augmentation
+from retina_seg.data.loading import DataError, load_splits, resize_arrays
+from retina_seg.data.pipeline import evaluation_dataset, training_dataset
+from retina_seg.inference.predictor import Predictor
+from retina_seg.model.factory import build_model
+from retina_seg.tracking.evaluation import evaluate_model, log_summary
+from retina_seg.tracking.figures import plot_history
+from retina_seg.tracking.runs import MlflowMetrics, check_tracking, flatten, git_commit, log_staged, tracked_run
+from retina_seg.training.fit import FitOutputs, compile_model, distribution_strategy, fit
 
 log = logging.getLogger(__name__)
 

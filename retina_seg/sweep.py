@@ -17,7 +17,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from retina_seg.config import ConfigError, validate
-from retina_seg.track import check_tracking, ensure_experiment
+from retina_seg.tracking.runs import check_tracking, ensure_experiment
 
 log = logging.getLogger(__name__)
 

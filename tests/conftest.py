@@ -17,6 +17,8 @@ from mlflow.tracking import MlflowClient
 
 from retina_seg.config import CONF_DIR, PROJECT_ROOT
 
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"  # real datasets for tests that skip without them
+
 # Tiny settings every end-to-end test starts from: 64 px images, a handful of them, one short epoch.
 TINY = ["trainer=fast", "image_size=64", "data.num_images=8", "backbone=resnet18", "augmentation=none"]
 

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from retina_seg.synthetic import generate_fundus
+from retina_seg.data.synthetic import generate_fundus
 
 SIZE = 48
 

@@ -12,8 +12,8 @@ from mlflow.tracking import MlflowClient
 
 from retina_seg.config import ConfigError, validate
 from retina_seg.predict import predict_folder
-from retina_seg.reload import ModelSourceError, load_model
 from retina_seg.run import run_job
+from retina_seg.tracking.reload import ModelSourceError, load_model
 from tests import layouts
 from tests.conftest import TINY, compose_config, isolate, run_cli
 

@@ -16,10 +16,10 @@ from mlflow.tracking import MlflowClient
 
 from retina_seg import load_model
 from retina_seg.config import PROJECT_ROOT, validate
-from retina_seg.data import load_splits
-from retina_seg.pipeline import to_model_input
+from retina_seg.data.loading import load_splits
+from retina_seg.data.pipeline import to_model_input
 from retina_seg.run import run_job
-from tests.conftest import TINY, compose_config, isolate, run_cli, runs_in
+from tests.conftest import SHARED_DATA, TINY, compose_config, isolate, run_cli, runs_in
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +130,7 @@ def test_ctrl_c_marks_the_run_killed(tmp_path):
     assert {"resnet18_Retinal.json", "resnet18_Retinal.csv", "resnet18_Retinal.h5"} <= names
 
 
-SHARED_CHASE = PROJECT_ROOT.parent / "shared" / "data" / "CHASE_DB1"
+SHARED_CHASE = SHARED_DATA / "CHASE_DB1"
 
 
 @pytest.mark.skipif(not SHARED_CHASE.is_dir(), reason="the shared CHASE_DB1 copy (../shared/data) is absent")

@@ -17,8 +17,8 @@ from typing import Dict, List, Sequence
 import cv2
 import numpy as np
 
-from retina_seg.adapters import ADAPTERS, LayoutError, Sample
 from retina_seg.config import ConfigError, DataConfig, PreprocessConfig
+from retina_seg.data.adapters import ADAPTERS, LayoutError, Sample
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")

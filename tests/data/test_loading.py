@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from retina_seg.adapters import Sample, seeded_split
 from retina_seg.config import ConfigError, validate
-from retina_seg.data import DataError, derive_fov, load_arrays, load_splits, preprocess_image, read_mask
-from retina_seg.synthetic import generate_fundus
+from retina_seg.data.adapters import Sample, seeded_split
+from retina_seg.data.loading import DataError, derive_fov, load_arrays, load_splits, preprocess_image, read_mask
+from retina_seg.data.synthetic import generate_fundus
 from tests.conftest import compose_config
 
 

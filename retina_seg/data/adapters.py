@@ -13,7 +13,7 @@ from typing import Callable, Dict, List, NamedTuple, Sequence
 import numpy as np
 
 from retina_seg.config import ConfigError, DataConfig
-from retina_seg.synthetic import LESION_TYPES, SyntheticSpec, ensure_dataset
+from retina_seg.data.synthetic import LESION_TYPES, SyntheticSpec, ensure_dataset
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".ppm", ".bmp", ".ppm.gz")
 

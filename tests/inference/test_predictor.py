@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from retina_seg.config import InferenceConfig, Sampling
-from retina_seg.infer import Predictor, gaussian_window
+from retina_seg.inference.predictor import Predictor, gaussian_window
 
 
 def pointwise_model(seed: int = 0) -> tf.keras.Model:

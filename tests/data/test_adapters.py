@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from retina_seg.config import validate
-from retina_seg.data import DataError, list_samples, load_splits
+from retina_seg.data.loading import DataError, list_samples, load_splits
 from tests import layouts
-from tests.conftest import compose_config
+from tests.conftest import SHARED_DATA, compose_config
 
-SHARED_CHASE = Path(__file__).resolve().parents[2] / "shared" / "data" / "CHASE_DB1"
+SHARED_CHASE = SHARED_DATA / "CHASE_DB1"
 
 # dataset -> (images per split train/val/test, channels)
 EXPECTED = {

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from retina_seg.synthetic import LESION_TYPES, SyntheticSpec, ensure_dataset, generate_fundus
+from retina_seg.data.synthetic import LESION_TYPES, SyntheticSpec, ensure_dataset, generate_fundus
 
 
 @pytest.fixture(scope="module")

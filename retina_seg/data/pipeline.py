@@ -14,7 +14,7 @@ import albumentations as A
 import numpy as np
 import tensorflow as tf
 
-from retina_seg.data import Arrays
+from retina_seg.data.loading import Arrays
 
 PAD_MULTIPLE = 32
 

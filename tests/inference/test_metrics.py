@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from retina_seg.data import Arrays
-from retina_seg.metrics import choose_thresholds, evaluate
+from retina_seg.data.loading import Arrays
+from retina_seg.inference.metrics import choose_thresholds, evaluate
 
 
 def image_metrics(prob, truth, fov, threshold):

@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 
 from retina_seg.config import CONF_DIR, ConfigError, validate
-from retina_seg.losses import build_loss
-from retina_seg.model import build_model
+from retina_seg.model.factory import build_model
+from retina_seg.model.losses import build_loss
 from tests.conftest import compose_config
 
 BACKBONES = sorted(p.stem for p in (CONF_DIR / "backbone").glob("*.yaml"))

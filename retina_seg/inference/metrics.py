@@ -18,7 +18,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from retina_seg.data import Arrays
+from retina_seg.data.loading import Arrays
 
 THRESHOLD_METRICS = ("f1", "iou", "sensitivity", "specificity", "accuracy", "balanced_accuracy")
 RANKING_METRICS = ("auc", "aupr", "f1_trivial")

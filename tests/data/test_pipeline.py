@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retina_seg.augment import build_augmentation
 from retina_seg.config import ConfigError, validate
-from retina_seg.data import Arrays
-from retina_seg.pipeline import evaluation_dataset, training_dataset
-from retina_seg.synthetic import generate_fundus
+from retina_seg.data.augment import build_augmentation
+from retina_seg.data.loading import Arrays
+from retina_seg.data.pipeline import evaluation_dataset, training_dataset
+from retina_seg.data.synthetic import generate_fundus
 from tests.conftest import compose_config
 
 

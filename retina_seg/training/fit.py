@@ -14,7 +14,7 @@ import pandas as pd
 import tensorflow as tf
 
 from retina_seg.config import LossConfig, Strategy, TrainerConfig
-from retina_seg.losses import build_loss, build_metrics
+from retina_seg.model.losses import build_loss, build_metrics
 
 log = logging.getLogger(__name__)
 

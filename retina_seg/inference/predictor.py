@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from retina_seg.config import InferenceConfig, Sampling
-from retina_seg.pipeline import to_model_input
+from retina_seg.data.pipeline import to_model_input
 
 
 @dataclass

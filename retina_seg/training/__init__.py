@@ -1,0 +1,1 @@
+"""Training: compile and fit with the callbacks that keep the best epoch."""
