@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test ui lint bench clean
+.PHONY: setup run test ui lint bench clean postgres server server-stop
 
 setup: $(STAMP)
 
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 run: setup  ## train the default job on the built-in synthetic dataset, logged to ./mlflow.db
 	$(BIN)/python -m retina_seg.run
 
-test: setup
+test: setup postgres
 	$(BIN)/python -m pytest
 
 ui: setup  ## browse runs at http://127.0.0.1:5000
@@ -28,6 +28,18 @@ lint: setup
 
 bench: setup
 	$(BIN)/python -m retina_seg.bench
+
+postgres:  ## PostgreSQL for `make server` and its tests: installed with apt when missing and we are root
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
+	  else echo "PostgreSQL is missing (apt-get install postgresql): the team-server tests will skip"; fi
+
+server: setup postgres  ## PostgreSQL + MLflow tracking server on 127.0.0.1:5000, data in .server/ (AUTH=1: accounts)
+	$(BIN)/python -m retina_seg.server $(if $(AUTH),auth=true) $(ARGS)
+
+server-stop: setup
+	$(BIN)/python -m retina_seg.server action=stop $(ARGS)
 
 clean:
 	rm -rf outputs multirun .cache .pytest_cache

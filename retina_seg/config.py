@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any, Dict, List
+from urllib.parse import urlsplit
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -210,6 +211,11 @@ class TrackingConfig:
     artifact_location: str | None = None  # where a new experiment stores artifacts; null: the server decides
     run_name: str | None = None
 
+    def __post_init__(self) -> None:
+        _require(urlsplit(self.uri).password is None, "tracking.uri",
+                 "a URI without credentials: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD instead",
+                 "<redacted>")
+
 
 @dataclass
 class Config:
@@ -279,6 +285,40 @@ class CompareConfig:
     ascending: bool = False
 
 
+class ServerAction(Enum):
+    start = "start"
+    stop = "stop"
+
+
+class Permission(Enum):
+    READ = "READ"
+    EDIT = "EDIT"
+    MANAGE = "MANAGE"
+    NO_PERMISSIONS = "NO_PERMISSIONS"
+
+
+@dataclass
+class ServerConfig:
+    """`python -m retina_seg.server`: PostgreSQL and an MLflow tracking server on it, for a team."""
+
+    action: ServerAction = ServerAction.start
+    folder: str = MISSING  # database files, artifacts, logs and the mode-600 password files
+    host: str = "127.0.0.1"
+    port: int = 5000
+    db_port: int = 5433
+    workers: int = 2
+    artifacts_destination: str | None = None  # null: <folder>/artifacts; or s3://bucket/prefix (S3-compatible)
+    auth: bool = False  # MLflow's basic-auth app: every request needs an account
+    default_permission: Permission = Permission.EDIT  # what every account may do in experiments it did not create
+
+    def __post_init__(self) -> None:
+        for key in ("port", "db_port"):
+            _require(1024 <= getattr(self, key) <= 65535, f"server.{key}", "a port in [1024, 65535]",
+                     getattr(self, key))
+        _require(self.port != self.db_port, "server.db_port", "a port other than server.port", self.db_port)
+        _require(1 <= self.workers <= 64, "server.workers", "an integer in [1, 64]", self.workers)
+
+
 def validate(cfg: DictConfig) -> Config:
     """Turn a composed config into typed, range-checked objects; raise ConfigError with one clear line."""
     missing = sorted(OmegaConf.missing_keys(cfg))
@@ -301,7 +341,7 @@ def register() -> None:
         OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
     store = ConfigStore.instance()
     for name, node in (("train", Config), ("evaluate", EvaluateConfig), ("predict", PredictConfig),
-                       ("compare", CompareConfig)):
+                       ("compare", CompareConfig), ("server", ServerConfig)):
         store.store(group="schema", name=name, node=node, package="_global_")
 
 

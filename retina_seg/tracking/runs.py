@@ -50,8 +50,26 @@ def check_tracking(cfg: TrackingConfig) -> None:
         with _env(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10"):
             MlflowClient(cfg.uri).search_experiments(max_results=1)
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"tracking.uri={cfg.uri!r} is unreachable: {reason[:300]}") from exc
+        status = exc.get_http_status_code() if isinstance(exc, MlflowException) else None
+        if status in (401, 403):  # a server with accounts: say what to set, without a traceback
+            raise ConfigError(_refusal(cfg.uri, status)) from None
+        raise ConfigError(f"tracking.uri={cfg.uri!r} is unreachable: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+def _refusal(uri: str, status: int) -> str:
+    """One line for a server with accounts that refused us (it never repeats the credentials)."""
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if status == 403:
+        return f"tracking.uri={uri!r} refused account '{user}' (403 Forbidden): ask the server's admin for access"
+    if user:
+        return (f"tracking.uri={uri!r} rejected the credentials of account '{user}' (401 Unauthorized): "
+                "check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+    return (f"tracking.uri={uri!r} requires an account (401 Unauthorized): set MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD")
 
 
 def ensure_experiment(cfg: TrackingConfig) -> str:

@@ -1,0 +1,135 @@
+"""A team's tracking server for real: PostgreSQL, `mlflow server` with basic-auth and proxied artifacts.
+
+One PostgreSQL and one tracking server (with accounts) serve the whole module; it skips with the reason
+when PostgreSQL cannot start here.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from retina_seg.config import PROJECT_ROOT, ServerConfig
+from retina_seg.tracking.team_server import ADMIN, ServerError, TeamServer
+from tests.conftest import TINY
+
+EXPERIMENT = "team"
+USER = "alice"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def team():
+    """PostgreSQL and an MLflow server with accounts, in a folder the `postgres` user can reach (pytest's
+    tmp folders are private to root), plus the account `alice` created by the admin."""
+    folder = Path(tempfile.mkdtemp(prefix="retina-seg-team-"))
+    server = TeamServer(ServerConfig(folder=str(folder), port=free_port(), db_port=free_port(), auth=True))
+    try:
+        try:
+            server.start_database()
+        except (ServerError, OSError) as exc:
+            pytest.skip(f"PostgreSQL cannot start here: {exc}")
+        server.start_tracking()
+        password = secrets.token_urlsafe(16)
+        admin = {"MLFLOW_TRACKING_USERNAME": ADMIN, "MLFLOW_TRACKING_PASSWORD": (folder / "admin_password").read_text()}
+        with pytest.MonkeyPatch.context() as patch:
+            for key, value in admin.items():
+                patch.setenv(key, value)
+            from mlflow.server import get_app_client
+
+            get_app_client("basic-auth", tracking_uri=server.uri).create_user(USER, password)
+        yield server, {"MLFLOW_TRACKING_USERNAME": USER, "MLFLOW_TRACKING_PASSWORD": password}
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def client_for(server: TeamServer, credentials: dict, monkeypatch) -> MlflowClient:
+    for key, value in credentials.items():
+        monkeypatch.setenv(key, value)
+    return MlflowClient(server.uri)
+
+
+def start(module: str, args: list[str], output: Path, credentials: dict | None) -> subprocess.Popen:
+    """A user's command in its own process (with `credentials` as its only ones), all output to `output`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")} | (credentials or {})
+    out = open(output, "w")
+    return subprocess.Popen([sys.executable, "-m", module, *args], stdout=out, stderr=subprocess.STDOUT, text=True,
+                            cwd=PROJECT_ROOT, env={**env, "HYDRA_FULL_ERROR": "0"})
+
+
+def server_args(server: TeamServer, tmp: Path) -> list[str]:
+    return [*TINY, "tracking=server", f"tracking.uri={server.uri}", f"tracking.experiment={EXPERIMENT}",
+            f"data.root={tmp}/cache"]
+
+
+def test_parallel_runs_and_a_sweep_log_to_postgres_and_compare_reads_them(team, tmp_path, monkeypatch):
+    server, credentials = team
+    jobs = [start("retina_seg.run", [*server_args(server, tmp_path / f"run{i}"), f"seed={i}",
+                                     f"hydra.run.dir={tmp_path}/run{i}"], tmp_path / f"run{i}.out", credentials)
+            for i in (1, 2)]
+    jobs.append(start("retina_seg.run", ["-m", *server_args(server, tmp_path / "sweep"), "seed=3,4",
+                                         "hydra/launcher=local_parallel", "hydra.launcher.n_jobs=2",
+                                         f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path / "sweep.out", credentials))
+    for job, name in zip(jobs, ("run1", "run2", "sweep"), strict=True):
+        assert job.wait(timeout=600) == 0, (tmp_path / f"{name}.out").read_text()[-3000:]
+
+    client = client_for(server, credentials, monkeypatch)
+    runs = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
+    assert sorted(r.data.params["seed"] for r in runs) == ["1", "2", "3", "4"]
+    for run in runs:
+        assert run.info.status == "FINISHED" and len(client.get_metric_history(run.info.run_id, "loss")) == 1
+        weights = Path(client.download_artifacts(run.info.run_id, "resnet18_Retinal.h5", str(tmp_path / "dl")))
+        assert weights.stat().st_size > 1_000_000  # downloaded through the server's artifact proxy
+    assert server.folder.joinpath("artifacts").is_dir()
+
+    done = subprocess.run([sys.executable, "-m", "retina_seg.compare", "tracking=server",
+                           f"tracking.uri={server.uri}", f"tracking.experiment={EXPERIMENT}",
+                           f"hydra.run.dir={tmp_path}/compare"], capture_output=True, text=True, timeout=300,
+                          cwd=PROJECT_ROOT, env={**os.environ, **credentials})
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = (tmp_path / "compare" / "artifacts" / "comparison.csv").read_text()
+    assert len(table.strip().splitlines()) == 3  # header + the sweep's two jobs
+
+    secret = credentials["MLFLOW_TRACKING_PASSWORD"]
+    for run in runs:
+        assert secret not in str(run.data.params) + str(run.data.tags)
+        config = Path(client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path / run.info.run_id)))
+        assert secret not in config.read_text()
+    logs = [p.read_text() for p in tmp_path.rglob("*") if p.suffix in (".out", ".log", ".yaml") and p.is_file()]
+    assert logs and not any(secret in text for text in logs)
+
+
+def test_without_an_account_the_apps_say_so_in_one_line(team, tmp_path):
+    server, _ = team
+    for module, args in (("retina_seg.run", server_args(server, tmp_path)),
+                         ("retina_seg.compare", ["tracking=server", f"tracking.uri={server.uri}"])):
+        job = start(module, [*args, f"hydra.run.dir={tmp_path}/{module}"], tmp_path / f"{module}.out", None)
+        assert job.wait(timeout=300) == 2
+        lines = tmp_path.joinpath(f"{module}.out").read_text().strip().splitlines()
+        assert lines[-1] == (f"error: tracking.uri='{server.uri}' requires an account (401 Unauthorized): "
+                             "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+        assert not any("Traceback" in line for line in lines)
+
+
+def test_credentials_in_the_uri_are_refused_without_echoing_them(tmp_path):
+    job = start("retina_seg.run", [*TINY, "tracking=server", "tracking.uri=http://bob:hunter2@127.0.0.1:9",
+                                   f"hydra.run.dir={tmp_path}/h"], tmp_path / "uri.out", None)
+    assert job.wait(timeout=300) == 2
+    out = tmp_path.joinpath("uri.out").read_text()
+    assert "tracking.uri='<redacted>' is invalid: expected a URI without credentials" in out
+    assert "hunter2" not in out
