@@ -205,6 +205,14 @@ class InferenceConfig:
 
 
 @dataclass
+class CvConfig:
+    folds: int = 0  # 0: one train/val/test split; k >= 2: k-fold cross-validation, one nested run per fold
+
+    def __post_init__(self) -> None:
+        _require(self.folds == 0 or self.folds >= 2, "cv.folds", "0 (off) or an integer >= 2", self.folds)
+
+
+@dataclass
 class TrackingConfig:
     uri: str = MISSING
     experiment: str = "retina-seg"
@@ -228,6 +236,7 @@ class Config:
     trainer: TrainerConfig = MISSING
     tracking: TrackingConfig = MISSING
     inference: InferenceConfig = field(default_factory=InferenceConfig)  # runs logged before it existed reload
+    cv: CvConfig = field(default_factory=CvConfig)
     image_size: int = 256
     seed: int = 42
     encoder_weights: str | None = None  # null: random init; "imagenet": downloads (needs network)

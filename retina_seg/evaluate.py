@@ -20,8 +20,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from retina_seg.config import Config, ConfigError, EvaluateConfig, validate
+from retina_seg.data.adapters import OFFICIAL_TEST
 from retina_seg.data.loading import DataError, load_splits
-from retina_seg.inference.predictor import Predictor
 from retina_seg.tracking.evaluation import evaluate_model, log_summary
 from retina_seg.tracking.reload import ModelSourceError, load_logged_model
 from retina_seg.tracking.runs import check_tracking, log_staged, tracked_run
@@ -39,13 +39,17 @@ def reevaluate(config: EvaluateConfig, workdir: Path, own_data: bool) -> dict:
     logged = load_logged_model(run_id, config.tracking.uri, trust=config.trust_model)
     trained: Config = logged.config
     data, seed = (trained.data, trained.seed) if own_data else (config.data, config.seed)
+    if own_data and len(logged.models) > 1 and data.name not in OFFICIAL_TEST:
+        raise ConfigError(f"run {run_id} is a cross-validation ensemble whose folds trained on every image of "
+                          f"data={data.name} (no official test split): its out-of-fold test metrics are logged on "
+                          "the run; evaluate it on another dataset (data=... data.root=...)")
     channels = data.channels
     if len(channels) != logged.model.output_shape[-1]:
         raise ConfigError(f"data={data.name} has {len(channels)} channel(s) {channels} but run {run_id} "
                           f"predicts {logged.model.output_shape[-1]}")
     # the model only works with the preprocessing and scale it was trained with
     splits = load_splits(data, trained.preprocess, seed)
-    predictor = Predictor(logged.model, trained.image_size, trained.data.sampling, config.inference)
+    predictor = logged.predictor(config.inference)
     staging = workdir / "artifacts"
     tags = {"mlflow.parentRunId": run_id, "evaluates_run": run_id, "dataset": data.name,
             "backbone": trained.backbone.name, "arch": trained.arch.name.value}

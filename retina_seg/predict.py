@@ -22,7 +22,6 @@ from tqdm import tqdm
 from retina_seg.config import ConfigError, PredictConfig, validate
 from retina_seg.data.adapters import IMAGE_SUFFIXES
 from retina_seg.data.loading import DataError, preprocess_image, read_image
-from retina_seg.inference.predictor import Predictor
 from retina_seg.tracking.figures import overlay
 from retina_seg.tracking.reload import ModelSourceError, load_logged_model
 from retina_seg.tracking.runs import check_tracking
@@ -57,7 +56,7 @@ def predict_folder(config: PredictConfig) -> tuple[list[Path], list[str]]:
                                fallback=config)
     trained = logged.config
     channels = trained.data.channels
-    predictor = Predictor(logged.model, trained.image_size, trained.data.sampling, config.inference)
+    predictor = logged.predictor(config.inference)
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
     done, skipped = [], []

@@ -9,6 +9,7 @@ With `-m` every job is its own run, tagged with the sweep it belongs to.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -27,10 +28,19 @@ from omegaconf import DictConfig, OmegaConf
 
 from retina_seg.config import Config, ConfigError, Sampling, validate
 from retina_seg.data.augment import build_augmentation
-from retina_seg.data.loading import DataError, load_splits, resize_arrays
+from retina_seg.data.folds import fold_samples, plan_folds, split_record
+from retina_seg.data.loading import DataError, list_samples, load_splits, regroup, resize_arrays
 from retina_seg.data.pipeline import evaluation_dataset, training_dataset
+from retina_seg.inference.ensemble import EnsemblePredictor
 from retina_seg.inference.predictor import Predictor
 from retina_seg.model.factory import build_model
+from retina_seg.tracking.crossval import (
+    fold_statistics,
+    fold_table,
+    mean_thresholds,
+    out_of_fold,
+    write_fold_table,
+)
 from retina_seg.tracking.evaluation import evaluate_model, log_summary
 from retina_seg.tracking.figures import plot_history
 from retina_seg.tracking.runs import MlflowMetrics, check_tracking, flatten, git_commit, log_staged, tracked_run
@@ -42,18 +52,32 @@ log = logging.getLogger(__name__)
 @dataclass
 class JobResult:
     run_id: str
-    model: tf.keras.Model
+    model: tf.keras.Model | None  # None for a cross-validation parent: its models are in the folds' runs
     metrics: dict
     objective: float  # best value of trainer.monitor on validation: what a sweeper optimizes
 
 
 def run_job(cfg: DictConfig, workdir: Path, sweep_tags: dict | None = None) -> JobResult:
-    """One training job from a composed config; files are staged in `workdir/artifacts` and logged."""
+    """One training job from a composed config (k-fold cross-validation when `cv.folds` >= 2); files are
+    staged in `workdir/artifacts` and logged."""
     config: Config = validate(cfg)
     check_tracking(config.tracking)
+    samples = list_samples(config.data, config.seed)
+    tags = {"backbone": config.backbone.name, "arch": config.arch.name.value, "dataset": config.data.name,
+            "task": config.data.task.value, "git_commit": git_commit()}
+    name = "-".join([config.backbone.name, config.arch.name.value, config.data.name,
+                     *([f"job{sweep_tags['sweep_job']}"] if sweep_tags else [])])
+    if config.cv.folds:
+        return run_folds(cfg, config, samples, workdir, tags, sweep_tags or {}, name)
+    splits = load_splits(config.data, config.preprocess, config.seed, samples)
+    return train_run(cfg, config, splits, split_record(samples), workdir, {**tags, **(sweep_tags or {})}, name)
+
+
+def train_run(cfg: DictConfig, config: Config, splits: dict, split: dict, workdir: Path, tags: dict, name: str,
+              nested: bool = False) -> JobResult:
+    """Build, train, evaluate and log one model on decoded `splits` (`split`: their image stems)."""
     tf.keras.utils.set_random_seed(config.seed)
     channels = config.data.channels
-    splits = load_splits(config.data, config.preprocess, config.seed)
     patches = config.data.sampling is Sampling.patches
     fit_splits = splits if patches else {s: resize_arrays(splits[s], config.image_size) for s in ("train", "val")}
     augmentation = build_augmentation(config.augmentation, config.seed)
@@ -70,15 +94,12 @@ def run_job(cfg: DictConfig, workdir: Path, sweep_tags: dict | None = None) -> J
     stem = config.artifact_stem
     (staging / f"{stem}.json").write_text(model.to_json())
     (staging / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (staging / "split.json").write_text(json.dumps(split, indent=1))
     if augmentation is not None:  # the resolved pipeline, every argument spelled out
         A.save(augmentation, str(staging / "augmentation.yaml"), data_format="yaml")
     outputs = FitOutputs(weights=staging / f"{stem}.h5", history=staging / f"{stem}.csv")
-    tags = {"backbone": config.backbone.name, "arch": config.arch.name.value, "dataset": config.data.name,
-            "task": config.data.task.value, "git_commit": git_commit(), **(sweep_tags or {})}
 
-    name = "-".join([config.backbone.name, config.arch.name.value, config.data.name,
-                     *([f"job{sweep_tags['sweep_job']}"] if sweep_tags else [])])
-    with tracked_run(config.tracking, staging, tags, run_name=name) as run:
+    with tracked_run(config.tracking, staging, tags, run_name=name, nested=nested) as run:
         mlflow.log_params(flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
         mlflow.log_metrics({"parameters": model.count_params(), "replicas": strategy.num_replicas_in_sync})
         batch = config.trainer.batch_size
@@ -100,6 +121,52 @@ def run_job(cfg: DictConfig, workdir: Path, sweep_tags: dict | None = None) -> J
         objective = float(history[config.trainer.monitor].agg(config.trainer.monitor_mode.value))
         mlflow.log_metric("objective", objective)
     return JobResult(run_id=run.info.run_id, model=model, metrics=summary, objective=objective)
+
+
+def run_folds(cfg: DictConfig, config: Config, samples: list, workdir: Path, tags: dict, sweep_tags: dict,
+              name: str) -> JobResult:
+    """k-fold cross-validation: a parent run holding one nested training run per fold, the split of every
+    fold (`cv_split.json`), the per-fold table with mean and sd over folds, and the folds' joint test
+    metrics (see tracking/crossval.py). Every fold's split is built and every file decoded before the
+    parent run starts, so bad input leaves no run behind."""
+    plan = plan_folds(samples, config.data.name, config.cv.folds, config.seed)
+    folds = [fold_samples(samples, plan, k, config.data.val_fraction, config.seed) for k in range(plan.folds)]
+    decoded = load_splits(config.data, config.preprocess, config.seed, folds[0])
+    fold_splits = [regroup(decoded, fold, config.data) for fold in folds]
+    staging = workdir / "artifacts"
+    staging.mkdir(parents=True, exist_ok=True)
+    (staging / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    record = {"folds": plan.folds, "seed": config.seed, "official_test": plan.official_test,
+              "held_out_fold_is": "val" if plan.official_test else "test",
+              "subgroups": {s.image.stem: s.subgroup for s in samples if s.subgroup},
+              "splits": [split_record(fold) for fold in folds]}
+    (staging / "cv_split.json").write_text(json.dumps(record, indent=1))
+    channels = config.data.channels
+    with tracked_run(config.tracking, staging, {**tags, **sweep_tags, "cv_folds": str(plan.folds)},
+                     run_name=f"{name}-cv{plan.folds}") as run:
+        mlflow.log_params(flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
+        results = [train_run(cfg, config, fold_splits[k], record["splits"][k], workdir / f"fold{k}",
+                             {**tags, "cv_fold": str(k)}, f"{name}-fold{k}", nested=True) for k in range(plan.folds)]
+        summaries = [{**r.metrics, "objective": r.objective} for r in results]
+        table = fold_table([(r.run_id, s) for r, s in zip(results, summaries, strict=True)],
+                           [{s: len(a) for s, a in f.items()} for f in fold_splits])
+        write_fold_table(table, staging, f"{config.cv.folds}-fold cross-validation of {name}")
+        thresholds = mean_thresholds(summaries, channels)
+        if plan.official_test:  # every fold saw the same official test images: evaluate the ensemble on them
+            ensemble = EnsemblePredictor([Predictor(r.model, config.image_size, config.data.sampling, config.inference)
+                                          for r in results])
+            summary = evaluate_model(ensemble, fold_splits[0], channels, staging, thresholds)
+        else:
+            summary = out_of_fold([workdir / f"fold{k}" / "artifacts" for k in range(plan.folds)], channels,
+                                  thresholds, staging)
+        log_summary(summary)
+        mlflow.log_metrics({k: v for k, v in fold_statistics(table).items() if math.isfinite(v)})
+        objective = float(table["objective"].mean())
+        mlflow.log_metric("objective", objective)
+        log_staged(staging)
+    log.info("cross-validation run %s: test F1 %.4f +- %.4f over %d folds", run.info.run_id, table["test_f1"].mean(),
+             table["test_f1"].std(ddof=1), plan.folds)
+    return JobResult(run_id=run.info.run_id, model=None, metrics=summary, objective=objective)
 
 
 def _requirements() -> list[str]:

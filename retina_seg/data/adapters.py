@@ -20,12 +20,16 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".ppm", ".bm
 
 class Sample(NamedTuple):
     """One image with one mask file per output channel (None: that channel is empty for this image),
-    its field-of-view mask (None: derive it from the image) and its split (train, val or test)."""
+    its field-of-view mask (None: derive it from the image) and its split (train, val or test);
+    `subgroup` (e.g. HRF healthy/dr/glaucoma) stratifies cross-validation folds, `second` is the second
+    human observer's vessel mask where the dataset ships one (a reference row in reports)."""
 
     image: Path
     masks: tuple
     fov: Path | None
     split: str
+    subgroup: str | None = None
+    second: Path | None = None
 
 
 class LayoutError(ValueError):
@@ -125,7 +129,8 @@ def drive(data: DataConfig, seed: int) -> List[Sample]:
             number = image.name.split("_")[0]
             mask = _require(_find(folder / "1st_manual", f"{number}_manual1"), "1st_manual/NN_manual1.gif", image)
             fov = _require(_find(folder / "mask", f"{number}_{part}_mask"), "mask/NN_*_mask.gif FOV", image)
-            samples.append(Sample(image, (mask,), fov, "train" if part == "training" else "test"))
+            second = _find(folder / "2nd_manual", f"{number}_manual2")  # shipped for the test images
+            samples.append(Sample(image, (mask,), fov, "train" if part == "training" else "test", second=second))
     return _with_validation(samples, data, seed)
 
 
@@ -141,7 +146,8 @@ def chase_db1(data: DataConfig, seed: int) -> List[Sample]:
     samples = []
     for index, image in enumerate(images):
         mask = _require(_find(root, f"{_stem(image)}_1stHO"), "Image_NNX_1stHO.png (1st observer)", image)
-        samples.append(Sample(image, (mask,), None, "train" if index < data.official_train_count else "test"))
+        samples.append(Sample(image, (mask,), None, "train" if index < data.official_train_count else "test",
+                              second=_find(root, f"{_stem(image)}_2ndHO")))
     return _with_validation(samples, data, seed)
 
 
@@ -158,6 +164,7 @@ def stare(data: DataConfig, seed: int) -> List[Sample]:
 
 
 HRF_LAYOUT = "HRF: images/01_dr.JPG, manual1/01_dr.tif, mask/01_dr_mask.tif"
+HRF_SUBGROUPS = {"h": "healthy", "dr": "diabetic_retinopathy", "g": "glaucoma"}
 
 
 def hrf(data: DataConfig, seed: int) -> List[Sample]:
@@ -168,7 +175,7 @@ def hrf(data: DataConfig, seed: int) -> List[Sample]:
         stem = _stem(image)
         mask = _require(_find(_require_dir(root, "manual1", HRF_LAYOUT), stem), "manual1/NN_x.tif", image)
         fov = _require(_find(_require_dir(root, "mask", HRF_LAYOUT), f"{stem}_mask"), "mask/NN_x_mask.tif", image)
-        samples.append(Sample(image, (mask,), fov, "train"))
+        samples.append(Sample(image, (mask,), fov, "train", subgroup=HRF_SUBGROUPS[stem.split("_")[-1].lower()]))
     return _seeded(samples, data, seed)
 
 
@@ -200,6 +207,7 @@ def idrid(data: DataConfig, seed: int) -> List[Sample]:
 
 
 FIVES_LAYOUT = "FIVES: train|test/Original/1_A.png and train|test/Ground truth/1_A.png"
+FIVES_SUBGROUPS = {"A": "amd", "D": "diabetic_retinopathy", "G": "glaucoma", "N": "normal"}
 
 
 def fives(data: DataConfig, seed: int) -> List[Sample]:
@@ -210,7 +218,7 @@ def fives(data: DataConfig, seed: int) -> List[Sample]:
         truths = _require_dir(root, f"{split}/Ground truth", FIVES_LAYOUT)
         for image in _files(originals, r"\d+_[A-Z]\.png", FIVES_LAYOUT):
             mask = _require(_find(truths, _stem(image)), "Ground truth/<same name>.png", image)
-            samples.append(Sample(image, (mask,), None, split))
+            samples.append(Sample(image, (mask,), None, split, subgroup=FIVES_SUBGROUPS[_stem(image)[-1]]))
     return _with_validation(samples, data, seed)
 
 
@@ -226,6 +234,9 @@ def folder(data: DataConfig, seed: int) -> List[Sample]:
                       _find(root / "fov", _stem(image)), "train") for image in images]
     return _seeded(samples, data, seed)
 
+
+# datasets whose test split is official: cross-validation folds divide only their training images
+OFFICIAL_TEST = {"drive", "chase_db1", "idrid", "fives"}
 
 ADAPTERS: Dict[str, Callable[[DataConfig, int], List[Sample]]] = {
     "synthetic": synthetic, "drive": drive, "chase_db1": chase_db1, "stare": stare, "hrf": hrf,

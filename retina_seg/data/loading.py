@@ -183,11 +183,24 @@ def check_channels(arrays: Dict[str, Arrays], channels: List[str], root: str) ->
             raise DataError(f"data.root '{root}': channel {name} has no foreground pixel in any training image")
 
 
-def load_splits(data: DataConfig, preprocess: PreprocessConfig, seed: int) -> Dict[str, Arrays]:
-    """The configured dataset, read and checked, as arrays per split at native resolution (capped at
-    `data.max_side`): evaluation always happens at this resolution."""
-    samples = list_samples(data, seed)
+def load_splits(data: DataConfig, preprocess: PreprocessConfig, seed: int,
+                samples: Sequence[Sample] | None = None) -> Dict[str, Arrays]:
+    """The configured dataset (or `samples` of it, e.g. one cross-validation fold), read and checked, as
+    arrays per split at native resolution (capped at `data.max_side`): evaluation happens at this resolution."""
+    samples = list_samples(data, seed) if samples is None else samples
     arrays = {split: load_arrays([s for s in samples if s.split == split], preprocess, data.max_side)
               for split in SPLITS}
+    check_channels(arrays, data.channels, data.root)
+    return arrays
+
+
+def regroup(splits: Dict[str, Arrays], samples: Sequence[Sample], data: DataConfig) -> Dict[str, Arrays]:
+    """The same decoded images under the split assignment of `samples` (cross-validation folds decode once)."""
+    decoded = {name: (a.images[i], a.masks[i], a.fov[i]) for a in splits.values() for i, name in enumerate(a.names)}
+    arrays = {}
+    for split in SPLITS:
+        names = [s.image.stem for s in samples if s.split == split]
+        arrays[split] = Arrays(images=[decoded[n][0] for n in names], masks=[decoded[n][1] for n in names],
+                               fov=[decoded[n][2] for n in names], names=names)
     check_channels(arrays, data.channels, data.root)
     return arrays

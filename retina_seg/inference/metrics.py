@@ -89,6 +89,11 @@ def evaluate(probs: list, arrays: Arrays, channels: list[str], thresholds: dict[
                          **ranking_metrics(y_true, y_prob),
                          **{f"{key}_at_{FIXED_THRESHOLD}": value for key, value in at_fixed.items()}})
     per_image = pd.DataFrame(rows)
+    return per_image, summarize(per_image, channels, thresholds)
+
+
+def summarize(per_image: pd.DataFrame, channels: list[str], thresholds: dict[str, float]) -> dict:
+    """The flat summary of a per-image table (see `evaluate`); also used for tables pooled over folds."""
     summary = {}
     metrics = [*THRESHOLD_METRICS, *RANKING_METRICS, *(f"{m}_at_{FIXED_THRESHOLD}" for m in THRESHOLD_METRICS)]
     for metric in metrics:
@@ -101,4 +106,4 @@ def evaluate(probs: list, arrays: Arrays, channels: list[str], thresholds: dict[
         summary["threshold"] = thresholds[channels[0]]
     else:
         summary.update({f"threshold_{channel}": value for channel, value in thresholds.items()})
-    return per_image, summary
+    return summary

@@ -19,7 +19,9 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from tf_keras.src.saving.serialization_lib import SafeModeScope
 
-from retina_seg.config import CONF_DIR, Config, validate
+from retina_seg.config import CONF_DIR, Config, InferenceConfig, validate
+from retina_seg.inference.ensemble import EnsemblePredictor
+from retina_seg.inference.predictor import Predictor
 
 log = logging.getLogger(__name__)
 SUFFIX = "_Retinal"
@@ -39,27 +41,62 @@ def load_model(source: str | Path, tracking_uri: str | None = None, trust: bool 
     """`source` is a folder holding the pair, or an MLflow run id whose artifact root holds it."""
     folder = Path(source)
     if not folder.is_dir():
-        folder, _ = _download(str(source), tracking_uri or default_tracking_uri(), (".json", ".h5"))
+        uri = tracking_uri or default_tracking_uri()
+        client = MlflowClient(uri)
+        folder = _download(client, _get_run(client, str(source), uri), (".json", ".h5"))
     return _build(*_find_pair(folder), trust=trust)
 
 
 @dataclass
 class LoggedModel:
-    model: tf.keras.Model
+    models: list  # tf.keras.Model: one, or one per fold of a cross-validation parent run (an ensemble)
     config: Config  # the training run's resolved config: preprocessing, image_size, sampling...
-    experiment_id: str | None
     thresholds: dict  # per channel, chosen on validation when the model was evaluated (0.5 if unknown)
+    experiment_id: str | None
+
+    @property
+    def model(self) -> tf.keras.Model:
+        return self.models[0]
+
+    def predictor(self, settings: InferenceConfig) -> Predictor | EnsemblePredictor:
+        """The full-resolution predictor; a cross-validation run's folds average their probabilities."""
+        members = [Predictor(m, self.config.image_size, self.config.data.sampling, settings) for m in self.models]
+        return members[0] if len(members) == 1 else EnsemblePredictor(members)
 
 
 def load_logged_model(source: str, tracking_uri: str, trust: bool = False,
                       fallback: Config | None = None) -> LoggedModel:
     """The model and the config it was trained with, from a run id or a folder (a run's artifacts).
-    A bare folder without the run's config.yaml uses `fallback` (the command line's config)."""
+    A bare folder without the run's config.yaml uses `fallback` (the command line's config). The id of
+    a cross-validation parent run gives the ensemble of its folds' models."""
     folder = Path(source)
-    experiment_id = None
-    if not folder.is_dir():
-        folder, run = _download(source, tracking_uri, (".json", ".h5", "config.yaml", "metrics"))
-        experiment_id = run.info.experiment_id
+    if folder.is_dir():
+        return LoggedModel([_build(*_find_pair(folder), trust=trust)], *_config_and_thresholds(folder, fallback), None)
+    client = MlflowClient(tracking_uri)
+    run = _get_run(client, source, tracking_uri)
+    if "cv_folds" in run.data.tags:
+        return _load_folds(client, run, trust)
+    folder = _download(client, run, (".json", ".h5", "config.yaml", "metrics"))
+    return LoggedModel([_build(*_find_pair(folder), trust=trust)], *_config_and_thresholds(folder, fallback),
+                       run.info.experiment_id)
+
+
+def _load_folds(client: MlflowClient, parent, trust: bool) -> LoggedModel:
+    """A cross-validation parent: its config and ensemble threshold, and the model of every fold run."""
+    parent_id = parent.info.run_id
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
+    folds = sorted((r for r in children if "cv_fold" in r.data.tags and r.info.status == "FINISHED"),
+                   key=lambda r: int(r.data.tags["cv_fold"]))
+    expected = int(parent.data.tags["cv_folds"])
+    if len(folds) != expected:
+        raise ModelSourceError(f"cross-validation run {parent_id} has {len(folds)} finished fold runs, "
+                               f"expected {expected}")
+    models = [_build(*_find_pair(_download(client, fold, (".json", ".h5"))), trust=trust) for fold in folds]
+    folder = _download(client, parent, ("config.yaml", "metrics"), require_model=False)
+    return LoggedModel(models, *_config_and_thresholds(folder, None), parent.info.experiment_id)
+
+
+def _config_and_thresholds(folder: Path, fallback: Config | None) -> tuple[Config, dict]:
     if (folder / "config.yaml").is_file():
         config = validate(OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(folder / "config.yaml")))
     elif fallback is not None:
@@ -67,12 +104,12 @@ def load_logged_model(source: str, tracking_uri: str, trust: bool = False,
                     "preprocessing", folder, fallback.image_size, fallback.data.sampling.value)
         config = fallback
     else:
-        raise ModelSourceError(f"{source}: no config.yaml beside the model (needed for its preprocessing)")
+        raise ModelSourceError(f"{folder}: no config.yaml beside the model (needed for its preprocessing)")
     summary = folder / "metrics" / "summary.json"
     known = json.loads(summary.read_text()) if summary.is_file() else {}
     channels = config.data.channels
     thresholds = {c: known.get("threshold" if len(channels) == 1 else f"threshold_{c}", 0.5) for c in channels}
-    return LoggedModel(_build(*_find_pair(folder), trust=trust), config, experiment_id, thresholds)
+    return config, thresholds
 
 
 def refuse_code(architecture: dict, path: Path) -> None:
@@ -120,17 +157,20 @@ def _find_pair(folder: Path) -> tuple[Path, Path]:
     return found[0], weights
 
 
-def _download(run_id: str, tracking_uri: str, endings: tuple):
-    """(local folder, run): the run's root artifacts whose names end with `endings`, downloaded."""
-    client = MlflowClient(tracking_uri)
+def _get_run(client: MlflowClient, run_id: str, tracking_uri: str):
     try:
-        run = client.get_run(run_id)
+        return client.get_run(run_id)
     except MlflowException as exc:
         raise ModelSourceError(f"run {run_id!r} not found in {tracking_uri} (and no such folder)") from exc
+
+
+def _download(client: MlflowClient, run, endings: tuple, require_model: bool = True) -> Path:
+    """A local folder with the run's root artifacts whose names end with `endings`."""
+    run_id = run.info.run_id
     names = [a.path for a in client.list_artifacts(run_id) if a.path.endswith(endings)]
-    if not any(name.endswith(f"{SUFFIX}.json") for name in names):
+    if require_model and not any(name.endswith(f"{SUFFIX}.json") for name in names):
         raise ModelSourceError(f"run {run_id} has no *{SUFFIX}.json / .h5 model artifacts")
     folder = Path(tempfile.mkdtemp(prefix=f"retina-seg-{run_id[:8]}-"))
     for name in names:
         client.download_artifacts(run_id, name, str(folder))
-    return folder, run
+    return folder

@@ -104,13 +104,13 @@ def flatten(config: Mapping) -> Dict[str, str]:
 
 @contextmanager
 def tracked_run(cfg: TrackingConfig, staging: Path, tags: Dict[str, str], experiment_id: str | None = None,
-                run_name: str | None = None) -> Iterator[mlflow.ActiveRun]:
-    """An MLflow run around a job (in `cfg.experiment` unless `experiment_id` is given); on failure or
-    interruption it keeps the staged files and records why."""
+                run_name: str | None = None, nested: bool = False) -> Iterator[mlflow.ActiveRun]:
+    """An MLflow run around a job (in `cfg.experiment` unless `experiment_id` is given; `nested`: a child
+    of the active run); on failure or interruption it keeps the staged files and records why."""
     mlflow.set_tracking_uri(cfg.uri)
     staging.mkdir(parents=True, exist_ok=True)
     run = mlflow.start_run(experiment_id=experiment_id or ensure_experiment(cfg), run_name=cfg.run_name or run_name,
-                           tags=tags)
+                           tags=tags, nested=nested)
     previous = _sigterm_as_interrupt()
     try:
         yield run
