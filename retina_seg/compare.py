@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from retina_seg.config import CompareConfig, ConfigError, validate
+from retina_seg.tracking.report import comparison_sections, write_report
 from retina_seg.tracking.runs import check_tracking, log_staged, tracked_run
 
 matplotlib.use("Agg")
@@ -142,6 +143,8 @@ def compare(config: CompareConfig, workdir: Path) -> pd.DataFrame:
     (staging / "comparison.md").write_text(f"# {label}, sorted by {config.metric}\n\n{markdown}\n")
     plot_metric_bars(table, config.metric, staging / "comparison_bar.png")
     plot_validation_curves(client, table, staging / "validation_curves.png")
+    write_report(staging, f"Comparison of {label}",
+                 comparison_sections(table, label, config.metric, ["comparison_bar.png", "validation_curves.png"]))
     best = table.iloc[0]
     print(f"{label}: {len(table)} run(s), sorted by {config.metric}\n\n{markdown}\n")
     print(f"best: run {best['run_id']} ({best['config']}) {config.metric}={best[config.metric]:.4f}")

@@ -43,6 +43,7 @@ from retina_seg.tracking.crossval import (
 )
 from retina_seg.tracking.evaluation import evaluate_model, log_summary
 from retina_seg.tracking.figures import plot_history
+from retina_seg.tracking.report import cv_sections, run_sections, write_report
 from retina_seg.tracking.runs import MlflowMetrics, check_tracking, flatten, git_commit, log_staged, tracked_run
 from retina_seg.training.fit import FitOutputs, compile_model, distribution_strategy, fit
 
@@ -67,15 +68,18 @@ def run_job(cfg: DictConfig, workdir: Path, sweep_tags: dict | None = None) -> J
             "task": config.data.task.value, "git_commit": git_commit()}
     name = "-".join([config.backbone.name, config.arch.name.value, config.data.name,
                      *([f"job{sweep_tags['sweep_job']}"] if sweep_tags else [])])
+    observers = {s.image.stem: s.second for s in samples if s.second}
     if config.cv.folds:
-        return run_folds(cfg, config, samples, workdir, tags, sweep_tags or {}, name)
+        return run_folds(cfg, config, samples, observers, workdir, tags, sweep_tags or {}, name)
     splits = load_splits(config.data, config.preprocess, config.seed, samples)
-    return train_run(cfg, config, splits, split_record(samples), workdir, {**tags, **(sweep_tags or {})}, name)
+    return train_run(cfg, config, splits, split_record(samples), observers, workdir, {**tags, **(sweep_tags or {})},
+                     name)
 
 
-def train_run(cfg: DictConfig, config: Config, splits: dict, split: dict, workdir: Path, tags: dict, name: str,
-              nested: bool = False) -> JobResult:
-    """Build, train, evaluate and log one model on decoded `splits` (`split`: their image stems)."""
+def train_run(cfg: DictConfig, config: Config, splits: dict, split: dict, observers: dict, workdir: Path, tags: dict,
+              name: str, nested: bool = False) -> JobResult:
+    """Build, train, evaluate, report and log one model on decoded `splits` (`split`: their image stems;
+    `observers`: image stem -> second observer's mask file)."""
     tf.keras.utils.set_random_seed(config.seed)
     channels = config.data.channels
     patches = config.data.sampling is Sampling.patches
@@ -113,8 +117,9 @@ def train_run(cfg: DictConfig, config: Config, splits: dict, split: dict, workdi
         plot_history(history, staging / "curves.png")
 
         predictor = Predictor(model, config.image_size, config.data.sampling, config.inference)
-        summary = evaluate_model(predictor, splits, channels, staging)
+        summary = evaluate_model(predictor, splits, channels, staging, second=observers)
         log_summary(summary)
+        write_report(staging, f"{name} ({run.info.run_id})", run_sections(staging, cfg))
         log_staged(staging)
         mlflow.tensorflow.log_model(model, name="model", keras_model_kwargs={"save_format": "h5"},
                                     pip_requirements=_requirements())
@@ -123,8 +128,8 @@ def train_run(cfg: DictConfig, config: Config, splits: dict, split: dict, workdi
     return JobResult(run_id=run.info.run_id, model=model, metrics=summary, objective=objective)
 
 
-def run_folds(cfg: DictConfig, config: Config, samples: list, workdir: Path, tags: dict, sweep_tags: dict,
-              name: str) -> JobResult:
+def run_folds(cfg: DictConfig, config: Config, samples: list, observers: dict, workdir: Path, tags: dict,
+              sweep_tags: dict, name: str) -> JobResult:
     """k-fold cross-validation: a parent run holding one nested training run per fold, the split of every
     fold (`cv_split.json`), the per-fold table with mean and sd over folds, and the folds' joint test
     metrics (see tracking/crossval.py). Every fold's split is built and every file decoded before the
@@ -145,7 +150,7 @@ def run_folds(cfg: DictConfig, config: Config, samples: list, workdir: Path, tag
     with tracked_run(config.tracking, staging, {**tags, **sweep_tags, "cv_folds": str(plan.folds)},
                      run_name=f"{name}-cv{plan.folds}") as run:
         mlflow.log_params(flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
-        results = [train_run(cfg, config, fold_splits[k], record["splits"][k], workdir / f"fold{k}",
+        results = [train_run(cfg, config, fold_splits[k], record["splits"][k], observers, workdir / f"fold{k}",
                              {**tags, "cv_fold": str(k)}, f"{name}-fold{k}", nested=True) for k in range(plan.folds)]
         summaries = [{**r.metrics, "objective": r.objective} for r in results]
         table = fold_table([(r.run_id, s) for r, s in zip(results, summaries, strict=True)],
@@ -155,7 +160,7 @@ def run_folds(cfg: DictConfig, config: Config, samples: list, workdir: Path, tag
         if plan.official_test:  # every fold saw the same official test images: evaluate the ensemble on them
             ensemble = EnsemblePredictor([Predictor(r.model, config.image_size, config.data.sampling, config.inference)
                                           for r in results])
-            summary = evaluate_model(ensemble, fold_splits[0], channels, staging, thresholds)
+            summary = evaluate_model(ensemble, fold_splits[0], channels, staging, thresholds, observers)
         else:
             summary = out_of_fold([workdir / f"fold{k}" / "artifacts" for k in range(plan.folds)], channels,
                                   thresholds, staging)
@@ -163,6 +168,8 @@ def run_folds(cfg: DictConfig, config: Config, samples: list, workdir: Path, tag
         mlflow.log_metrics({k: v for k, v in fold_statistics(table).items() if math.isfinite(v)})
         objective = float(table["objective"].mean())
         mlflow.log_metric("objective", objective)
+        write_report(staging, f"{name}: {plan.folds}-fold cross-validation ({run.info.run_id})",
+                     cv_sections(staging, cfg))
         log_staged(staging)
     log.info("cross-validation run %s: test F1 %.4f +- %.4f over %d folds", run.info.run_id, table["test_f1"].mean(),
              table["test_f1"].std(ddof=1), plan.folds)

@@ -40,7 +40,14 @@ def drive(root: Path, per_split: int = 4) -> Path:
             _save(root / part / "images" / f"{number:02d}_{part}.tif", f.image)
             _save(root / part / "1st_manual" / f"{number:02d}_manual1.gif", f.vessels * 255)
             _save(root / part / "mask" / f"{number:02d}_{part}_mask.gif", f.fov * 255)
+            if part == "test":  # the second observer annotated the test images only
+                _save(root / part / "2nd_manual" / f"{number:02d}_manual2.gif", second_observer(f.vessels) * 255)
     return root
+
+
+def second_observer(vessels: np.ndarray) -> np.ndarray:
+    """Another annotator's vessels: the same tree drawn one pixel to the right (F1 well below 1)."""
+    return np.roll(vessels, 1, axis=1)
 
 
 def chase_db1(root: Path, patients: int = 14) -> Path:
@@ -49,7 +56,8 @@ def chase_db1(root: Path, patients: int = 14) -> Path:
             f = _fundus(patient * 2 + (eye == "R"))
             _save(root / f"Image_{patient:02d}{eye}.jpg", f.image)
             Image.fromarray(f.vessels * 255).convert("1").save(root / f"Image_{patient:02d}{eye}_1stHO.png")
-            Image.fromarray(f.vessels * 255).convert("1").save(root / f"Image_{patient:02d}{eye}_2ndHO.png")
+            Image.fromarray(second_observer(f.vessels) * 255).convert("1").save(
+                root / f"Image_{patient:02d}{eye}_2ndHO.png")
     return root
 
 

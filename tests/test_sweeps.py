@@ -47,7 +47,10 @@ def test_sweep_runs_every_job_tags_them_and_a_failure_hides_nothing(tmp_path):
     assert table.loc[0, "epochs"] == 1 and table.loc[0, "parameters"] > 1_000_000
     assert table.loc[0, "inference_ms"] > 0 and table.loc[0, "train_minutes"] > 0
     files = {p.name for p in (tmp_path / "compare" / "artifacts").iterdir()}
-    assert files == {"comparison.csv", "comparison.md", "comparison_bar.png", "validation_curves.png"}
+    assert files == {"comparison.csv", "comparison.md", "comparison_bar.png", "validation_curves.png", "report.md",
+                     "report.html"}
+    report = (tmp_path / "compare" / "artifacts" / "report.html").read_text()
+    assert report.count("data:image/png;base64,") == 2 and runs[0].info.run_id not in report  # ids dropped
     assert len(pd.read_csv(tmp_path / "compare" / "artifacts" / "comparison.csv")) == 2
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     [logged] = [r for r in client.search_runs([runs[0].info.experiment_id]) if "comparison" in r.data.tags]

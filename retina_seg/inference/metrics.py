@@ -14,6 +14,7 @@ from sklearn.metrics import (
     balanced_accuracy_score,
     f1_score,
     precision_recall_curve,
+    precision_score,
     recall_score,
     roc_auc_score,
 )
@@ -107,3 +108,17 @@ def summarize(per_image: pd.DataFrame, channels: list[str], thresholds: dict[str
     else:
         summary.update({f"threshold_{channel}": value for channel, value in thresholds.items()})
     return summary
+
+
+def observer_metrics(arrays: Arrays, second: dict) -> pd.DataFrame:
+    """The second human observer scored like a model against the reference truth, per image inside the
+    FOV (`second`: image name -> binary (H, W) mask, first channel only): the reference row of a report."""
+    rows = []
+    for index, name in enumerate(arrays.names):
+        if name not in second:
+            continue
+        y_true, y_obs = _fov_pixels(second[name].astype(np.float32), arrays.masks[index][..., 0] > 0,
+                                    arrays.fov[index])
+        rows.append({"image": name, **threshold_metrics(y_true, y_obs, FIXED_THRESHOLD),
+                     "precision": precision_score(y_true, y_obs >= FIXED_THRESHOLD, zero_division=np.nan)})
+    return pd.DataFrame(rows)

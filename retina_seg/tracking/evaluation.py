@@ -12,13 +12,15 @@ import math
 import time
 from pathlib import Path
 
+import cv2
 import mlflow
 from tqdm import tqdm
 
-from retina_seg.data.loading import Arrays
-from retina_seg.inference.metrics import choose_thresholds, evaluate
+from retina_seg.data.loading import Arrays, read_mask
+from retina_seg.inference.metrics import choose_thresholds, evaluate, observer_metrics
 from retina_seg.inference.predictor import Predictor
 from retina_seg.tracking.figures import plot_examples
+from retina_seg.tracking.result_figures import plot_best_worst, plot_roc_pr
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +31,10 @@ def predict_split(predictor: Predictor, arrays: Arrays, label: str) -> list:
 
 
 def evaluate_model(predictor: Predictor, splits: dict, channels: list[str], staging: Path,
-                   thresholds: dict | None = None) -> dict:
-    """Choose thresholds on validation (unless given), evaluate test, write metrics/ and the example
-    figure into `staging`; returns the summary (MLflow metric names)."""
+                   thresholds: dict | None = None, second: dict | None = None) -> dict:
+    """Choose thresholds on validation (unless given), evaluate test, write metrics/ and the figures
+    into `staging`; returns the summary (MLflow metric names). `second`: image name -> the second human
+    observer's mask file, scored against the same truth as a reference (`metrics/second_observer.csv`)."""
     if thresholds is None:
         thresholds = choose_thresholds(predict_split(predictor, splits["val"], "validation"), splits["val"], channels)
     test = splits["test"]
@@ -42,7 +45,13 @@ def evaluate_model(predictor: Predictor, splits: dict, channels: list[str], stag
     (staging / "metrics").mkdir(parents=True, exist_ok=True)
     per_image.to_csv(staging / "metrics" / "per_image.csv", index=False)
     (staging / "metrics" / "summary.json").write_text(json.dumps(summary, indent=2))
+    observer = observer_metrics(test, _read_observer(test, second or {}))
+    if len(observer):
+        observer.to_csv(staging / "metrics" / "second_observer.csv", index=False)
     plot_examples(test.images, test.masks, probs, test.names, staging / "test_examples.png")
+    (staging / "figures").mkdir(exist_ok=True)
+    plot_roc_pr(probs, test, channels, staging / "figures" / "roc_pr.png", observer)
+    plot_best_worst(probs, test, per_image, thresholds, staging / "figures" / "best_worst.png")
     log.info("test F1 %.4f (threshold %s chosen on validation; at 0.5: %.4f), AUC %.4f, all-foreground F1 %.4f",
              summary["test_f1"], {k: round(v, 3) for k, v in thresholds.items()}, summary["test_f1_at_0.5"],
              summary["test_auc"], summary["test_f1_trivial"])
@@ -51,3 +60,16 @@ def evaluate_model(predictor: Predictor, splits: dict, channels: list[str], stag
 
 def log_summary(summary: dict) -> None:
     mlflow.log_metrics({key: value for key, value in summary.items() if math.isfinite(value)})
+
+
+def _read_observer(test: Arrays, second: dict) -> dict:
+    """The second observer's masks of the test images, at the (possibly capped) size of their truth."""
+    masks = {}
+    for index, name in enumerate(test.names):
+        if name in second:
+            shape = test.masks[index].shape[:2]
+            mask = read_mask(second[name])
+            if mask.shape != shape:
+                mask = cv2.resize(mask, shape[::-1], interpolation=cv2.INTER_NEAREST)
+            masks[name] = mask
+    return masks
