@@ -52,7 +52,8 @@ def select_runs(client: MlflowClient, config: CompareConfig) -> tuple[list, str]
     if experiment is None:
         raise CompareError(f"experiment '{name}' does not exist in {config.tracking.uri}")
     runs = [r for r in client.search_runs([experiment.experiment_id], max_results=5000)
-            if not {"evaluates_run", "comparison", "cv_fold"} & set(r.data.tags)]  # a CV parent stands for its folds
+            # a cross-validation parent stands for its folds; evaluations and tables are not training runs
+            if not {"evaluates_run", "comparison", "cv_fold", "cross_dataset"} & set(r.data.tags)]
     if config.sweep:
         runs = [r for r in runs if r.data.tags.get("sweep_id") == config.sweep]
         label = f"sweep {config.sweep}"

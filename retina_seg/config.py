@@ -259,12 +259,26 @@ class Config:
         return f"{self.backbone.name}_Retinal"
 
 
+class Rescale(Enum):
+    fov = "fov"  # scale each target image so its FOV width matches the training set's median FOV width
+    none = "none"  # evaluate target images at their native resolution
+
+
 @dataclass
 class EvaluateConfig(Config):
-    """`python -m retina_seg.evaluate`: a logged model, re-evaluated on the configured dataset."""
+    """`python -m retina_seg.evaluate`: a logged model, re-evaluated on the configured dataset, or several
+    runs on several datasets (`targets`): the trained-on x tested-on table."""
 
     run_id: str | None = None
     trust_model: bool = False  # allow model JSON with code-carrying (Lambda) layers
+    run_ids: List[str] = field(default_factory=list)  # more runs for the cross-dataset table
+    targets: List[str] = field(default_factory=list)  # dataset names (conf/data) to evaluate every run on
+    roots: Dict[str, str | None] = field(default_factory=dict)  # data.root of each target dataset
+    rescale: Rescale = Rescale.fov  # how target images are matched to the training resolution
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(not self.run_ids or bool(self.targets), "run_ids", "to come with targets=[...]", self.run_ids)
 
 
 @dataclass
@@ -342,6 +356,17 @@ def validate(cfg: DictConfig) -> Config:
         if isinstance(cause, ConfigError):
             raise cause from None
         raise ConfigError(str(exc).splitlines()[0]) from exc
+
+
+def compose_tree(name: str = "config", overrides: List[str] | None = None) -> DictConfig:
+    """The conf/ tree composed as the command line would, inside a running Hydra app or outside one."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name=name, overrides=list(overrides or []))
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name=name, overrides=list(overrides or []))
 
 
 def register() -> None:

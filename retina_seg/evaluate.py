@@ -16,14 +16,18 @@ from pathlib import Path
 
 import hydra
 import mlflow
+import pandas as pd
 from hydra.core.hydra_config import HydraConfig
+from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from retina_seg.config import Config, ConfigError, EvaluateConfig, validate
-from retina_seg.data.adapters import OFFICIAL_TEST
-from retina_seg.data.loading import DataError, load_splits
+from retina_seg.config import Config, ConfigError, DataConfig, EvaluateConfig, Rescale, Sampling, compose_tree, validate
+from retina_seg.data.adapters import ADAPTERS, OFFICIAL_TEST
+from retina_seg.data.loading import DataError, list_samples, load_splits
+from retina_seg.data.scale import median_fov_width, rescale_to_fov
+from retina_seg.tracking.cross_dataset import pivot_markdown, write_cross_dataset
 from retina_seg.tracking.evaluation import evaluate_model, log_summary
-from retina_seg.tracking.reload import ModelSourceError, load_logged_model
+from retina_seg.tracking.reload import LoggedModel, ModelSourceError, find_run, load_logged_model
 from retina_seg.tracking.runs import check_tracking, log_staged, tracked_run
 
 log = logging.getLogger(__name__)
@@ -32,34 +36,130 @@ log = logging.getLogger(__name__)
 def reevaluate(config: EvaluateConfig, workdir: Path, own_data: bool) -> dict:
     """Evaluate the model of run `config.run_id`, on its own dataset and split (`own_data`) or on the
     configured one; log the result as a run nested under the training run."""
-    run_id = config.run_id
-    if not run_id:
-        raise ConfigError("run_id is required: python -m retina_seg.evaluate run_id=<MLflow run id> [data=...]")
+    run_id = _run_ids(config)[0]
     check_tracking(config.tracking)
+    if own_data:
+        refuse_seen_images(find_run(MlflowClient(config.tracking.uri), run_id, config.tracking.uri))
     logged = load_logged_model(run_id, config.tracking.uri, trust=config.trust_model)
     trained: Config = logged.config
     data, seed = (trained.data, trained.seed) if own_data else (config.data, config.seed)
-    if own_data and len(logged.models) > 1 and data.name not in OFFICIAL_TEST:
-        raise ConfigError(f"run {run_id} is a cross-validation ensemble whose folds trained on every image of "
-                          f"data={data.name} (no official test split): its out-of-fold test metrics are logged on "
+    check_channels(logged, run_id, data)
+    # the model only works with the preprocessing and scale it was trained with
+    splits = load_splits(data, trained.preprocess, seed)
+    return evaluate_logged(logged, run_id, data, seed, splits, config, workdir / "artifacts")
+
+
+def _run_ids(config: EvaluateConfig) -> list[str]:
+    ids = [*([config.run_id] if config.run_id else []), *config.run_ids]
+    if not ids:
+        raise ConfigError("run_id is required: python -m retina_seg.evaluate run_id=<MLflow run id> [data=...]")
+    return ids
+
+
+def refuse_seen_images(run) -> None:
+    """A cross-validation ensemble cannot be tested on its own dataset without an official test split:
+    its folds together trained on every image."""
+    dataset = run.data.tags.get("dataset")
+    if "cv_folds" in run.data.tags and dataset not in OFFICIAL_TEST:
+        raise ConfigError(f"run {run.info.run_id} is a cross-validation ensemble whose folds trained on every image "
+                          f"of data={dataset} (no official test split): its out-of-fold test metrics are logged on "
                           "the run; evaluate it on another dataset (data=... data.root=...)")
+
+
+def check_channels(logged: LoggedModel, run_id: str, data: DataConfig) -> None:
     channels = data.channels
     if len(channels) != logged.model.output_shape[-1]:
         raise ConfigError(f"data={data.name} has {len(channels)} channel(s) {channels} but run {run_id} "
                           f"predicts {logged.model.output_shape[-1]}")
-    # the model only works with the preprocessing and scale it was trained with
-    splits = load_splits(data, trained.preprocess, seed)
+
+
+def evaluate_logged(logged: LoggedModel, run_id: str, data: DataConfig, seed: int, splits: dict,
+                    config: EvaluateConfig, staging: Path, params: dict | None = None) -> dict:
+    """Evaluate on decoded `splits` of `data`; logged as a run nested under the evaluated run."""
     predictor = logged.predictor(config.inference)
-    staging = workdir / "artifacts"
+    trained = logged.config
     tags = {"mlflow.parentRunId": run_id, "evaluates_run": run_id, "dataset": data.name,
             "backbone": trained.backbone.name, "arch": trained.arch.name.value}
+    observers = {s.image.stem: s.second for s in list_samples(data, seed) if s.second}
     with tracked_run(config.tracking, staging, tags, experiment_id=logged.experiment_id):
         mlflow.log_params({"evaluated_run_id": run_id, "data.name": data.name, "data.root": data.root,
-                           "inference.stride": predictor.stride, "inference.flip_tta": config.inference.flip_tta})
-        summary = evaluate_model(predictor, splits, channels, staging)
+                           "inference.stride": predictor.stride, "inference.flip_tta": config.inference.flip_tta,
+                           **(params or {})})
+        summary = evaluate_model(predictor, splits, data.channels, staging, second=observers)
         log_summary(summary)
         log_staged(staging)
     return summary
+
+
+def target_data(name: str, roots: dict) -> DataConfig:
+    """The data config of target dataset `name` (conf/data/<name>.yaml) with its root from `roots`."""
+    if name not in ADAPTERS:
+        raise ConfigError(f"targets has {name!r}: expected dataset names among {', '.join(sorted(ADAPTERS))}")
+    root = roots.get(name)
+    if root is None and name != "synthetic":
+        raise ConfigError(f"roots.{name} is required to test on {name}: e.g. roots.{name}=/data/{name.upper()}")
+    return validate(compose_tree("config", [f"data={name}", *([f"data.root={root}"] if root else [])])).data
+
+
+def training_fov_width(logged: LoggedModel, run_id: str, uri: str) -> float:
+    """The training set's median FOV width: logged with the run, else measured on its training images."""
+    logged_width = MlflowClient(uri).get_run(run_id).data.metrics.get("fov_width_px")
+    if logged_width:
+        return logged_width
+    trained = logged.config
+    return median_fov_width(load_splits(trained.data, trained.preprocess, trained.seed)["train"])
+
+
+def cross_dataset(config: EvaluateConfig, workdir: Path) -> pd.DataFrame:
+    """Every run on every target dataset: the trained-on x tested-on table (see `tracking/cross_dataset.py`).
+    Off the diagonal each pair is evaluated (and logged nested under its run); on it, a run's own logged
+    test metrics are used. Runs, targets, roots, layouts and channel counts are all checked before
+    anything is predicted."""
+    ids = _run_ids(config)
+    check_tracking(config.tracking)
+    uri = config.tracking.uri
+    client = MlflowClient(uri)
+    trained_on = {run_id: find_run(client, run_id, uri).data.tags.get("dataset") for run_id in ids}
+    targets = {}
+    for name in config.targets:
+        if any(dataset != name for dataset in trained_on.values()):
+            targets[name] = target_data(name, config.roots)
+            list_samples(targets[name], config.seed)  # a root that does not match its layout fails here
+    pairs = []
+    for run_id in ids:
+        logged = load_logged_model(run_id, uri, trust=config.trust_model)
+        for name in config.targets:
+            data = None if name == trained_on[run_id] else targets[name]
+            if data is not None:
+                check_channels(logged, run_id, data)
+            pairs.append((run_id, logged, name, data))
+    rows = []
+    for run_id, logged, name, data in pairs:
+        trained = logged.config
+        row = {"trained_on": trained.data.name, "run_id": run_id, "tested_on": name, "scale": 1.0}
+        if data is None:
+            rows.append({**row, **client.get_run(run_id).data.metrics})
+            continue
+        splits = load_splits(data, trained.preprocess, config.seed)
+        if config.rescale is Rescale.fov and trained.data.sampling is Sampling.patches:
+            width = training_fov_width(logged, run_id, config.tracking.uri)
+            rescaled = {split: rescale_to_fov(arrays, width) for split, arrays in splits.items()}
+            splits = {split: arrays for split, (arrays, _) in rescaled.items()}
+            row["scale"] = rescaled["test"][1]
+        staging = workdir / f"{run_id[:8]}-{name}" / "artifacts"
+        summary = evaluate_logged(logged, run_id, data, config.seed, splits, config, staging,
+                                  {"rescale": config.rescale.value, "rescale_factor": row["scale"]})
+        rows.append({**row, **summary})
+    table = pd.DataFrame(rows)
+    staging = workdir / "artifacts"
+    write_cross_dataset(table, staging)
+    experiment_id = pairs[0][1].experiment_id
+    with tracked_run(config.tracking, staging, {"cross_dataset": ",".join(config.targets)},
+                     experiment_id=experiment_id, run_name="cross-dataset"):
+        mlflow.log_params({"runs": ",".join(ids)[:5000], "targets": ",".join(config.targets),
+                           "rescale": config.rescale.value})
+        log_staged(staging)
+    return table
 
 
 @hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
@@ -67,8 +167,14 @@ def main(cfg: DictConfig) -> float:
     hydra_config = HydraConfig.get()
     # without data=... / data.*=... on the command line, evaluate on the run's own dataset and split
     own_data = not any(o.lstrip("+~").startswith(("data=", "data.")) for o in hydra_config.overrides.task)
+    workdir = Path(hydra_config.runtime.output_dir)
     try:
-        return reevaluate(validate(cfg), Path(hydra_config.runtime.output_dir), own_data)["test_f1"]
+        config = validate(cfg)
+        if config.targets:
+            table = cross_dataset(config, workdir)
+            print(pivot_markdown(table, "test_f1"))
+            return float(table["test_f1"].mean())
+        return reevaluate(config, workdir, own_data)["test_f1"]
     except (ConfigError, DataError, ModelSourceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -31,6 +31,7 @@ from retina_seg.data.augment import build_augmentation
 from retina_seg.data.folds import fold_samples, plan_folds, split_record
 from retina_seg.data.loading import DataError, list_samples, load_splits, regroup, resize_arrays
 from retina_seg.data.pipeline import evaluation_dataset, training_dataset
+from retina_seg.data.scale import median_fov_width
 from retina_seg.inference.ensemble import EnsemblePredictor
 from retina_seg.inference.predictor import Predictor
 from retina_seg.model.factory import build_model
@@ -105,7 +106,8 @@ def train_run(cfg: DictConfig, config: Config, splits: dict, split: dict, observ
 
     with tracked_run(config.tracking, staging, tags, run_name=name, nested=nested) as run:
         mlflow.log_params(flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
-        mlflow.log_metrics({"parameters": model.count_params(), "replicas": strategy.num_replicas_in_sync})
+        mlflow.log_metrics({"parameters": model.count_params(), "replicas": strategy.num_replicas_in_sync,
+                            "fov_width_px": median_fov_width(splits["train"])})  # the scale cross-dataset tests match
         batch = config.trainer.batch_size
         steps = config.trainer.steps_per_epoch or math.ceil(len(splits["train"]) / batch)
         train = training_dataset(fit_splits["train"], batch, config.image_size, patches, config.data.foreground_share,
@@ -150,6 +152,7 @@ def run_folds(cfg: DictConfig, config: Config, samples: list, observers: dict, w
     with tracked_run(config.tracking, staging, {**tags, **sweep_tags, "cv_folds": str(plan.folds)},
                      run_name=f"{name}-cv{plan.folds}") as run:
         mlflow.log_params(flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
+        mlflow.log_metric("fov_width_px", median_fov_width(decoded["train"]))
         results = [train_run(cfg, config, fold_splits[k], record["splits"][k], observers, workdir / f"fold{k}",
                              {**tags, "cv_fold": str(k)}, f"{name}-fold{k}", nested=True) for k in range(plan.folds)]
         summaries = [{**r.metrics, "objective": r.objective} for r in results]

@@ -11,19 +11,23 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from retina_seg.config import ConfigError, InferenceConfig, validate
-from retina_seg.data.loading import read_image
-from retina_seg.evaluate import reevaluate
+from retina_seg.config import ConfigError, InferenceConfig, Sampling, validate
+from retina_seg.data.loading import DataError, load_splits, read_image, read_mask
+from retina_seg.evaluate import cross_dataset, reevaluate
+from retina_seg.inference.metrics import observer_metrics
+from retina_seg.inference.predictor import Predictor
 from retina_seg.predict import predict_folder
 from retina_seg.run import run_job
-from retina_seg.tracking.reload import load_logged_model
-from tests.conftest import TINY, compose_config, isolate
+from retina_seg.tracking.reload import ModelSourceError, load_logged_model
+from tests import layouts
+from tests.conftest import TINY, compose_config, isolate, run_cli
 
 
 @pytest.fixture(scope="module")
 def cv_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cv")
-    result = run_job(compose_config([*TINY, *isolate(tmp), "cv.folds=2"]), tmp / "work")
+    # patches: a model that sees native pixels, so cross-dataset evaluation rescales the targets
+    result = run_job(compose_config([*TINY, *isolate(tmp), "cv.folds=2", "data.sampling=patches"]), tmp / "work")
     client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
     parent = client.get_run(result.run_id)
     children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{result.run_id}'")
@@ -68,7 +72,10 @@ def test_the_parent_run_id_predicts_with_the_mean_of_the_folds(cv_run, tmp_path)
     assert ensemble.thresholds["vessels"] == pytest.approx(np.mean([r.data.metrics["threshold"] for r in folds]))
     image_path = next((tmp / "cache").rglob("images/000.png"))
     image = read_image(image_path)
-    members = [load_logged_model(r.info.run_id, uri).predictor(InferenceConfig())(image) for r in folds]
+    members = [Predictor(m, 64, Sampling.patches, InferenceConfig())(image) for m in ensemble.models]
+    # the first member is fold 0's model, loaded on its own
+    np.testing.assert_allclose(members[0], load_logged_model(folds[0].info.run_id, uri).predictor(
+        InferenceConfig())(image), atol=1e-6)
     averaged = ensemble.predictor(InferenceConfig())(image)
     assert not np.allclose(members[0], members[1], atol=1e-3)  # two different models
     np.testing.assert_allclose(averaged, (members[0] + members[1]) / 2, atol=1e-5)
@@ -86,3 +93,68 @@ def test_evaluating_an_ensemble_on_images_its_folds_trained_on_is_refused(cv_run
     config = validate(compose_config([*isolate(tmp), f"run_id={parent.info.run_id}"], name="evaluate"))
     with pytest.raises(ConfigError, match=r"cross-validation ensemble whose folds trained on every image"):
         reevaluate(config, tmp_path, own_data=True)
+
+
+def test_reports_of_the_fold_runs_and_of_the_parent(cv_run, tmp_path):
+    _, client, parent, folds = cv_run
+    fold = folds[0].info.run_id
+    names = {a.path for a in client.list_artifacts(fold)} | {a.path for a in client.list_artifacts(fold, "figures")}
+    assert {"report.html", "report.md", "figures/roc_pr.png", "figures/best_worst.png"} <= names
+    page = open(client.download_artifacts(fold, "report.html", str(tmp_path))).read()
+    # one self-contained file: curves, ROC/PR and error maps embedded, nothing fetched from elsewhere
+    assert page.count('src="data:image/png;base64,') == 3 and 'src="http' not in page
+    markdown = open(client.download_artifacts(fold, "report.md", str(tmp_path))).read()
+    for heading in ("Config that differs from the defaults", "Data split", "Test metrics", "Training curves",
+                    "ROC and precision-recall curves", "Worst and best test images by F1", "Per-image test metrics"):
+        assert f"## {heading}" in markdown
+    assert "| cv.folds " in markdown and "| backbone.name " in markdown and "| seed " not in markdown
+    split = artifact_json(client, fold, "split.json", tmp_path)
+    assert " ".join(split["test"]) in markdown
+    f1 = folds[0].data.metrics["test_f1"]
+    assert f"{f1:.4f} ± {folds[0].data.metrics['test_f1_sd']:.4f}" in markdown  # mean ± sd over images
+    summary = open(client.download_artifacts(parent.info.run_id, "report.md", str(tmp_path / "p"))).read()
+    assert "## Mean and sd over folds" in summary and f"{f1:.4f}" in summary
+    assert "out-of-fold" in summary
+
+
+def test_cross_dataset_table_of_the_ensemble(cv_run, tmp_path):
+    tmp, client, parent, _ = cv_run
+    drive, stare = layouts.drive(tmp_path / "DRIVE"), layouts.stare(tmp_path / "STARE")
+    done = run_cli("retina_seg.evaluate", [f"run_id={parent.info.run_id}", "targets=[synthetic,drive,stare]",
+                                           f"roots.drive={drive}", f"roots.stare={stare}", *isolate(tmp)[:2]],
+                   tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "trained on (rows) x tested on (columns)" in done.stdout
+    [table_run] = client.search_runs([parent.info.experiment_id], "tags.cross_dataset = 'synthetic,drive,stare'")
+    assert {"cross_dataset.csv", "cross_dataset.md", "cross_dataset.png"} <= {
+        a.path for a in client.list_artifacts(table_run.info.run_id)}
+    table = pd.read_csv(client.download_artifacts(table_run.info.run_id, "cross_dataset.csv", str(tmp_path)))
+    assert list(table["tested_on"]) == ["synthetic", "drive", "stare"] and set(table["trained_on"]) == {"synthetic"}
+    # the diagonal is the run's own (out-of-fold) result; off it, nested evaluations of the ensemble
+    assert table.loc[0, "test_f1"] == pytest.approx(parent.data.metrics["test_f1"])
+    evaluations = {r.data.tags["dataset"]: r for r in client.search_runs(
+        [parent.info.experiment_id], f"tags.evaluates_run = '{parent.info.run_id}'")}
+    assert set(evaluations) == {"drive", "stare"}
+    for row in table.iloc[1:].itertuples():
+        assert row.test_f1 == pytest.approx(evaluations[row.tested_on].data.metrics["test_f1"])
+        # 48 px miniature images against a model trained on 64 px images: scaled up to the training FOV width
+        assert row.scale == pytest.approx(parent.data.metrics["fov_width_px"] / 44, rel=0.1)
+    # DRIVE ships a second observer: scored on the (rescaled) test images beside the model
+    drive_run = evaluations["drive"].info.run_id
+    observer = pd.read_csv(client.download_artifacts(drive_run, "metrics/second_observer.csv", str(tmp_path)))
+    truth = load_splits(validate(compose_config(["data=drive", f"data.root={drive}"])).data,
+                        validate(compose_config([])).preprocess, 42)["test"]
+    native = observer_metrics(truth, {n: read_mask(drive / "test" / "2nd_manual" / f"{n[:2]}_manual2.gif")
+                                      for n in truth.names})
+    assert list(observer["image"]) == truth.names
+    assert observer["f1"].mean() == pytest.approx(native["f1"].mean(), abs=0.1) and observer["f1"].mean() < 0.9
+
+
+def test_cross_dataset_input_is_checked_before_anything_is_predicted(cv_run, tmp_path):
+    tmp, _, parent, _ = cv_run
+    base = [*isolate(tmp), f"run_id={parent.info.run_id}"]
+    for overrides, message in ((["targets=[drive]"], r"roots.drive is required to test on drive"),
+                               (["targets=[nope]"], r"targets has 'nope': expected dataset names among"),
+                               (["targets=[stare]", f"roots.stare={tmp_path}"], r"has no stare-images folder")):
+        with pytest.raises((ConfigError, DataError, ModelSourceError), match=message):
+            cross_dataset(validate(compose_config([*base, *overrides], name="evaluate")), tmp_path)

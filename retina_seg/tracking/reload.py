@@ -43,7 +43,7 @@ def load_model(source: str | Path, tracking_uri: str | None = None, trust: bool 
     if not folder.is_dir():
         uri = tracking_uri or default_tracking_uri()
         client = MlflowClient(uri)
-        folder = _download(client, _get_run(client, str(source), uri), (".json", ".h5"))
+        folder = _download(client, find_run(client, str(source), uri), (".json", ".h5"))
     return _build(*_find_pair(folder), trust=trust)
 
 
@@ -73,7 +73,7 @@ def load_logged_model(source: str, tracking_uri: str, trust: bool = False,
     if folder.is_dir():
         return LoggedModel([_build(*_find_pair(folder), trust=trust)], *_config_and_thresholds(folder, fallback), None)
     client = MlflowClient(tracking_uri)
-    run = _get_run(client, source, tracking_uri)
+    run = find_run(client, source, tracking_uri)
     if "cv_folds" in run.data.tags:
         return _load_folds(client, run, trust)
     folder = _download(client, run, (".json", ".h5", "config.yaml", "metrics"))
@@ -157,7 +157,8 @@ def _find_pair(folder: Path) -> tuple[Path, Path]:
     return found[0], weights
 
 
-def _get_run(client: MlflowClient, run_id: str, tracking_uri: str):
+def find_run(client: MlflowClient, run_id: str, tracking_uri: str):
+    """The MLflow run `run_id`, or a ModelSourceError saying where it was looked for."""
     try:
         return client.get_run(run_id)
     except MlflowException as exc:

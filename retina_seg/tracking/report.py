@@ -13,17 +13,14 @@ from __future__ import annotations
 import base64
 import html
 import json
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List
 
 import pandas as pd
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
-from retina_seg.config import CONF_DIR
+from retina_seg.config import compose_tree
 from retina_seg.tracking.crossval import SHOWN
 from retina_seg.tracking.runs import flatten
 
@@ -38,18 +35,10 @@ class Section:
     image: str | None = None  # a path relative to the staging folder
 
 
-def default_config(name: str = "config") -> DictConfig:
-    """The config tree composed without overrides: what a report calls the defaults."""
-    context = nullcontext() if GlobalHydra.instance().is_initialized() else initialize_config_dir(
-        config_dir=str(CONF_DIR), version_base="1.3")
-    with context:
-        return compose(config_name=name)
-
-
 def config_changes(cfg: DictConfig) -> pd.DataFrame:
-    """Every flattened key whose value differs from the defaults (or that the defaults lack)."""
+    """Every flattened key whose value differs from the defaults (the tree composed without overrides)."""
     resolved = flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
-    defaults = flatten(OmegaConf.to_container(default_config(), resolve=True, enum_to_str=True))
+    defaults = flatten(OmegaConf.to_container(compose_tree(), resolve=True, enum_to_str=True))
     rows = [{"key": key, "value": _cut(value), "default": _cut(defaults.get(key, ""))}
             for key, value in sorted(resolved.items()) if defaults.get(key) != value]
     return pd.DataFrame(rows, columns=["key", "value", "default"])

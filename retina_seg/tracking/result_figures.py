@@ -97,3 +97,19 @@ def plot_best_worst(probs: list, arrays: Arrays, per_image: pd.DataFrame, thresh
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return [arrays.names[i] for _, i in shown]
+
+
+def plot_heatmap(matrix: pd.DataFrame, title: str, path: Path) -> None:
+    """A metric matrix (rows trained on, columns tested on) as an annotated heatmap in [0, 1] (viridis)."""
+    fig, ax = plt.subplots(figsize=(1.6 * matrix.shape[1] + 3, 0.7 * matrix.shape[0] + 2))
+    image = ax.imshow(matrix.to_numpy(dtype=float), cmap="viridis", vmin=0, vmax=1)
+    for (row, column), value in np.ndenumerate(matrix.to_numpy(dtype=float)):
+        if np.isfinite(value):
+            ax.text(column, row, f"{value:.3f}", ha="center", va="center", color="white" if value < 0.6 else "black")
+    ax.set_xticks(range(matrix.shape[1]), matrix.columns)
+    ax.set_yticks(range(matrix.shape[0]), matrix.index)
+    ax.set(xlabel="tested on", ylabel="trained on", title=title)
+    fig.colorbar(image, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
