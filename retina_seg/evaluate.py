@@ -10,6 +10,7 @@ result as a new run nested under the training run, so the original test metrics 
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -19,15 +20,17 @@ import mlflow
 import pandas as pd
 from hydra.core.hydra_config import HydraConfig
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from retina_seg.config import Config, ConfigError, DataConfig, EvaluateConfig, Rescale, Sampling, compose_tree, validate
 from retina_seg.data.adapters import ADAPTERS, OFFICIAL_TEST
+from retina_seg.data.folds import split_record
 from retina_seg.data.loading import DataError, list_samples, load_splits
 from retina_seg.data.scale import median_fov_width, rescale_to_fov
 from retina_seg.tracking.cross_dataset import pivot_markdown, write_cross_dataset
 from retina_seg.tracking.evaluation import evaluate_model, log_summary
 from retina_seg.tracking.reload import LoggedModel, ModelSourceError, find_run, load_logged_model
+from retina_seg.tracking.report import run_sections, write_report
 from retina_seg.tracking.runs import check_tracking, log_staged, tracked_run
 
 log = logging.getLogger(__name__)
@@ -46,7 +49,9 @@ def reevaluate(config: EvaluateConfig, workdir: Path, own_data: bool) -> dict:
     check_channels(logged, run_id, data)
     # the model only works with the preprocessing and scale it was trained with
     splits = load_splits(data, trained.preprocess, seed)
-    return evaluate_logged(logged, run_id, data, seed, splits, config, workdir / "artifacts")
+    # a fold ensemble's folds trained on its own validation images: keep the threshold it was logged with
+    thresholds = logged.thresholds if own_data and len(logged.models) > 1 else None
+    return evaluate_logged(logged, run_id, data, seed, splits, config, workdir / "artifacts", thresholds=thresholds)
 
 
 def _run_ids(config: EvaluateConfig) -> list[str]:
@@ -74,19 +79,27 @@ def check_channels(logged: LoggedModel, run_id: str, data: DataConfig) -> None:
 
 
 def evaluate_logged(logged: LoggedModel, run_id: str, data: DataConfig, seed: int, splits: dict,
-                    config: EvaluateConfig, staging: Path, params: dict | None = None) -> dict:
-    """Evaluate on decoded `splits` of `data`; logged as a run nested under the evaluated run."""
+                    config: EvaluateConfig, staging: Path, params: dict | None = None,
+                    thresholds: dict | None = None) -> dict:
+    """Evaluate on decoded `splits` of `data` (thresholds chosen on its validation split unless given);
+    logged as a run nested under the evaluated run."""
     predictor = logged.predictor(config.inference)
     trained = logged.config
     tags = {"mlflow.parentRunId": run_id, "evaluates_run": run_id, "dataset": data.name,
             "backbone": trained.backbone.name, "arch": trained.arch.name.value}
-    observers = {s.image.stem: s.second for s in list_samples(data, seed) if s.second}
-    with tracked_run(config.tracking, staging, tags, experiment_id=logged.experiment_id):
+    samples = list_samples(data, seed)
+    observers = {s.image.stem: s.second for s in samples if s.second}
+    staging.mkdir(parents=True, exist_ok=True)
+    (staging / "split.json").write_text(json.dumps(split_record(samples), indent=1))
+    with tracked_run(config.tracking, staging, tags, experiment_id=logged.experiment_id) as run:
         mlflow.log_params({"evaluated_run_id": run_id, "data.name": data.name, "data.root": data.root,
                            "inference.stride": predictor.stride, "inference.flip_tta": config.inference.flip_tta,
                            **(params or {})})
-        summary = evaluate_model(predictor, splits, data.channels, staging, second=observers)
+        summary = evaluate_model(predictor, splits, data.channels, staging, thresholds, observers)
         log_summary(summary)
+        # the report's config section describes the evaluated model
+        write_report(staging, f"run {run_id} evaluated on {data.name} ({run.info.run_id})",
+                     run_sections(staging, OmegaConf.structured(trained)))
         log_staged(staging)
     return summary
 

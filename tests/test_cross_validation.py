@@ -148,6 +148,8 @@ def test_cross_dataset_table_of_the_ensemble(cv_run, tmp_path):
                                       for n in truth.names})
     assert list(observer["image"]) == truth.names
     assert observer["f1"].mean() == pytest.approx(native["f1"].mean(), abs=0.1) and observer["f1"].mean() < 0.9
+    report = open(client.download_artifacts(drive_run, "report.md", str(tmp_path))).read()
+    assert "| 2nd human observer " in report and "| data.sampling " in report  # the evaluated model's config
 
 
 def test_cross_dataset_input_is_checked_before_anything_is_predicted(cv_run, tmp_path):
