@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test ui lint bench clean postgres server server-stop
+.PHONY: setup run test ui lint bench clean postgres server server-stop bench-server
 
 setup: $(STAMP)
 
@@ -40,6 +40,9 @@ server: setup postgres  ## PostgreSQL + MLflow tracking server on 127.0.0.1:5000
 
 server-stop: setup
 	$(BIN)/python -m retina_seg.server action=stop $(ARGS)
+
+bench-server: setup postgres  ## N concurrent runs against a throw-away PostgreSQL-backed server (N=8: ARGS="--runs 8")
+	nice -n 10 $(BIN)/python -m retina_seg.bench_server $(ARGS)
 
 clean:
 	rm -rf outputs multirun .cache .pytest_cache

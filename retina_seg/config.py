@@ -218,8 +218,12 @@ class TrackingConfig:
     experiment: str = "retina-seg"
     artifact_location: str | None = None  # where a new experiment stores artifacts; null: the server decides
     run_name: str | None = None
+    # how long a tracking server may stay unreachable before a run gives up on it and keeps its files locally
+    outage_limit_seconds: float = 120.0
 
     def __post_init__(self) -> None:
+        _require(0 < self.outage_limit_seconds <= 900, "tracking.outage_limit_seconds", "a number in (0, 900]",
+                 self.outage_limit_seconds)
         _require(urlsplit(self.uri).password is None, "tracking.uri",
                  "a URI without credentials: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD instead",
                  "<redacted>")
@@ -342,6 +346,14 @@ class ServerConfig:
         _require(1 <= self.workers <= 64, "server.workers", "an integer in [1, 64]", self.workers)
 
 
+@dataclass
+class UploadConfig:
+    """`python -m retina_seg.upload`: send a job's locally kept files to the run whose server it lost."""
+
+    folder: str = MISSING  # the job folder the run's last line named
+    tracking_uri: str | None = None  # null: the server the run was started on
+
+
 def validate(cfg: DictConfig) -> Config:
     """Turn a composed config into typed, range-checked objects; raise ConfigError with one clear line."""
     missing = sorted(OmegaConf.missing_keys(cfg))
@@ -375,7 +387,8 @@ def register() -> None:
         OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
     store = ConfigStore.instance()
     for name, node in (("train", Config), ("evaluate", EvaluateConfig), ("predict", PredictConfig),
-                       ("compare", CompareConfig), ("server", ServerConfig)):
+                       ("compare", CompareConfig), ("server", ServerConfig),
+                       ("upload", UploadConfig)):
         store.store(group="schema", name=name, node=node, package="_global_")
 
 

@@ -44,6 +44,7 @@ from retina_seg.tracking.crossval import (
 )
 from retina_seg.tracking.evaluation import evaluate_model, log_summary
 from retina_seg.tracking.figures import plot_history
+from retina_seg.tracking.outbox import Outbox, ServerLost
 from retina_seg.tracking.report import cv_sections, run_sections, write_report
 from retina_seg.tracking.runs import MlflowMetrics, check_tracking, flatten, git_commit, log_staged, tracked_run
 from retina_seg.training.fit import FitOutputs, compile_model, distribution_strategy, fit
@@ -104,9 +105,11 @@ def train_run(cfg: DictConfig, config: Config, splits: dict, split: dict, observ
         A.save(augmentation, str(staging / "augmentation.yaml"), data_format="yaml")
     outputs = FitOutputs(weights=staging / f"{stem}.h5", history=staging / f"{stem}.csv")
 
-    with tracked_run(config.tracking, staging, tags, run_name=name, nested=nested) as run:
+    # the Outbox carries the run's logging through server restarts (see tracking/outbox.py)
+    with tracked_run(config.tracking, staging, tags, run_name=name, nested=nested) as run, \
+            Outbox(config.tracking, run.info.run_id, workdir) as outbox:
         mlflow.log_params(flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
-        mlflow.log_metrics({"parameters": model.count_params(), "replicas": strategy.num_replicas_in_sync,
+        outbox.log_metrics({"parameters": model.count_params(), "replicas": strategy.num_replicas_in_sync,
                             "fov_width_px": median_fov_width(splits["train"])})  # the scale cross-dataset tests match
         batch = config.trainer.batch_size
         steps = config.trainer.steps_per_epoch or math.ceil(len(splits["train"]) / batch)
@@ -114,19 +117,18 @@ def train_run(cfg: DictConfig, config: Config, splits: dict, split: dict, observ
                                  augmentation, config.seed)
         started = time.perf_counter()
         val = evaluation_dataset(fit_splits["val"], batch, strategy.num_replicas_in_sync)
-        history = fit(model, train, val, steps, config.trainer, outputs, [MlflowMetrics()])
-        mlflow.log_metric("train_seconds", time.perf_counter() - started)
+        history = fit(model, train, val, steps, config.trainer, outputs, [MlflowMetrics(outbox)])
+        outbox.log_metrics({"train_seconds": time.perf_counter() - started})
         plot_history(history, staging / "curves.png")
 
         predictor = Predictor(model, config.image_size, config.data.sampling, config.inference)
         summary = evaluate_model(predictor, splits, channels, staging, second=observers)
-        log_summary(summary)
+        log_summary(summary, outbox.log_metrics)
         write_report(staging, f"{name} ({run.info.run_id})", run_sections(staging, cfg))
-        log_staged(staging)
-        mlflow.tensorflow.log_model(model, name="model", keras_model_kwargs={"save_format": "h5"},
-                                    pip_requirements=_requirements())
+        outbox.log_artifacts(staging)
+        outbox.log_model(model, keras_model_kwargs={"save_format": "h5"}, pip_requirements=_requirements())
         objective = float(history[config.trainer.monitor].agg(config.trainer.monitor_mode.value))
-        mlflow.log_metric("objective", objective)
+        outbox.log_metrics({"objective": objective})
     return JobResult(run_id=run.info.run_id, model=model, metrics=summary, objective=objective)
 
 
@@ -221,6 +223,11 @@ def main(cfg: DictConfig) -> float:
         if hydra_config.mode == RunMode.MULTIRUN:
             raise  # Hydra records the job as failed and the sweep goes on
         sys.exit(2)
+    except ServerLost as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if hydra_config.mode == RunMode.MULTIRUN:
+            raise
+        sys.exit(3)
 
 
 if __name__ == "__main__":

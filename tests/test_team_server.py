@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,8 @@ def team():
     """PostgreSQL and an MLflow server with accounts, in a folder the `postgres` user can reach (pytest's
     tmp folders are private to root), plus the account `alice` created by the admin."""
     folder = Path(tempfile.mkdtemp(prefix="retina-seg-team-"))
-    server = TeamServer(ServerConfig(folder=str(folder), port=free_port(), db_port=free_port(), auth=True))
+    # one worker: uvicorn then runs no supervisor that restarts workers slow to answer its pings on a busy machine
+    server = TeamServer(ServerConfig(folder=str(folder), port=free_port(), db_port=free_port(), auth=True, workers=1))
     try:
         try:
             server.start_database()
@@ -133,3 +135,64 @@ def test_credentials_in_the_uri_are_refused_without_echoing_them(tmp_path):
     out = tmp_path.joinpath("uri.out").read_text()
     assert "tracking.uri='<redacted>' is invalid: expected a URI without credentials" in out
     assert "hunter2" not in out
+
+
+def wait_for_first_epochs(client: MlflowClient, jobs: list, count: int) -> None:
+    """Until `count` runs of the restart experiment have logged their first epoch (the jobs still alive)."""
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        assert all(job.poll() is None for job in jobs), "a job ended before the restart"
+        experiment = client.get_experiment_by_name("restart")
+        runs = client.search_runs([experiment.experiment_id]) if experiment else []
+        if len(runs) == count and all(client.get_metric_history(r.info.run_id, "loss") for r in runs):
+            return
+        time.sleep(1)
+    raise AssertionError("the runs did not log a first epoch in 10 minutes")
+
+
+def assert_complete(client: MlflowClient, run, tmp: Path) -> None:
+    """FINISHED, one metric value per trained epoch (the history CSV is the job's own count), all artifacts."""
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+    history = Path(client.download_artifacts(run.info.run_id, "resnet18_Retinal.csv", str(tmp)))
+    epochs = len(history.read_text().strip().splitlines()) - 1
+    assert epochs >= 3
+    for key in ("loss", "val_f1-score", "lr"):
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, key)) == list(range(epochs))
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"resnet18_Retinal.json", "resnet18_Retinal.h5", "config.yaml", "curves.png", "metrics"} <= names
+    assert "test_f1" in client.get_run(run.info.run_id).data.metrics
+
+
+def test_a_run_survives_a_server_restart_and_a_run_past_its_outage_limit_uploads_later(team, tmp_path,
+                                                                                      monkeypatch):
+    server, credentials = team
+    longer = ["trainer.epochs=10", "trainer.early_stopping_patience=100", "trainer.reduce_lr_patience=100",
+              "tracking.experiment=restart"]
+    survivor = start("retina_seg.run", [*server_args(server, tmp_path / "a"), *longer, "tracking.run_name=survivor",
+                                        f"hydra.run.dir={tmp_path}/a"], tmp_path / "a.out", credentials)
+    lost = start("retina_seg.run", [*server_args(server, tmp_path / "b"), *longer, "tracking.run_name=lost",
+                                    "tracking.outage_limit_seconds=5", f"hydra.run.dir={tmp_path}/b"],
+                 tmp_path / "b.out", credentials)
+    client = client_for(server, credentials, monkeypatch)
+    wait_for_first_epochs(client, [survivor, lost], 2)
+    server.stop_tracking()
+    time.sleep(20)
+    server.start_tracking()
+
+    assert survivor.wait(timeout=900) == 0, (tmp_path / "a.out").read_text()[-3000:]
+    assert lost.wait(timeout=900) == 3, (tmp_path / "b.out").read_text()[-3000:]
+    runs = {r.info.run_name: r for r in client.search_runs([client.get_experiment_by_name("restart").experiment_id])}
+    assert_complete(client, runs["survivor"], tmp_path / "dl-a")
+
+    last = (tmp_path / "b.out").read_text().strip().splitlines()[-1]
+    assert last == (f"error: tracking server {server.uri} unreachable for more than 5 s: run "
+                    f"{runs['lost'].info.run_id} kept its metrics and artifacts in {tmp_path}/b; upload them with "
+                    f"`python -m retina_seg.upload folder={tmp_path}/b`")
+    assert (tmp_path / "b" / "artifacts" / "resnet18_Retinal.h5").is_file()
+    assert (tmp_path / "b" / "offline" / "model" / "MLmodel").is_file()
+    upload = start("retina_seg.upload", [f"folder={tmp_path}/b"], tmp_path / "upload.out", credentials)
+    assert upload.wait(timeout=300) == 0, (tmp_path / "upload.out").read_text()[-3000:]
+    assert_complete(client, runs["lost"], tmp_path / "dl-b")
+    assert "MLmodel" in {a.path.split("/")[-1] for a in client.list_artifacts(runs["lost"].info.run_id, "model")}
+    again = start("retina_seg.upload", [f"folder={tmp_path}/b"], tmp_path / "again.out", credentials)
+    assert again.wait(timeout=300) == 2 and "was uploaded already" in (tmp_path / "again.out").read_text()

@@ -58,8 +58,8 @@ def evaluate_model(predictor: Predictor, splits: dict, channels: list[str], stag
     return summary
 
 
-def log_summary(summary: dict) -> None:
-    mlflow.log_metrics({key: value for key, value in summary.items() if math.isfinite(value)})
+def log_summary(summary: dict, log_metrics=mlflow.log_metrics) -> None:
+    log_metrics({key: value for key, value in summary.items() if math.isfinite(value)})
 
 
 def _read_observer(test: Arrays, second: dict) -> dict:

@@ -22,6 +22,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from retina_seg.config import PROJECT_ROOT, ConfigError, TrackingConfig
+from retina_seg.tracking.outbox import Outbox, ServerLost
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,9 @@ def tracked_run(cfg: TrackingConfig, staging: Path, tags: Dict[str, str], experi
     previous = _sigterm_as_interrupt()
     try:
         yield run
+    except ServerLost:
+        _forget(run)
+        raise
     except KeyboardInterrupt:
         _close(run, staging, "KILLED")
         raise
@@ -137,6 +141,15 @@ def _close(run: mlflow.ActiveRun, staging: Path, status: str) -> None:
         log.warning("run %s marked %s", run.info.run_id, status)
 
 
+def _forget(run: mlflow.ActiveRun) -> None:
+    """Leave a run whose server is lost without waiting for it again; `retina_seg.upload` finishes it."""
+    with _env(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="5"):
+        try:
+            mlflow.end_run("FAILED")  # reaches the server only if it is back; the upload marks it FINISHED
+        except Exception:  # noqa: BLE001 - the server is gone; the files are local
+            log.warning("run %s left unfinished on the server until its files are uploaded", run.info.run_id)
+
+
 def log_staged(staging: Path) -> None:
     """Log every file the job wrote to its staging folder at the run's artifact root."""
     if staging.is_dir() and any(staging.iterdir()):
@@ -155,7 +168,12 @@ def _sigterm_as_interrupt():
 
 
 class MlflowMetrics(tf.keras.callbacks.Callback):
-    """Log every Keras epoch metric (loss, iou_score, f1-score, their val_ twins, lr) with step = epoch."""
+    """Log every Keras epoch metric (loss, iou_score, f1-score, their val_ twins, lr) with step = epoch,
+    through the run's Outbox: training never waits for the server."""
+
+    def __init__(self, outbox: Outbox):
+        super().__init__()
+        self.outbox = outbox
 
     def on_epoch_end(self, epoch, logs=None):
-        mlflow.log_metrics({key: float(value) for key, value in (logs or {}).items()}, step=epoch)
+        self.outbox.log_metrics({key: float(value) for key, value in (logs or {}).items()}, step=epoch)

@@ -175,15 +175,18 @@ class TeamServer:
             return None
         return pid
 
-    def start_tracking(self, timeout: float = 120) -> str:
-        """Start `mlflow server` on the database (in its own process group) and wait until it answers."""
+    def start_tracking(self, timeout: float = 300) -> str:
+        """Start `mlflow server` on the database (in its own process group) and wait until it answers
+        (about 15 s on an idle machine, minutes on a saturated one)."""
         if self.tracking_pid():
             raise ServerError(f"a tracking server from {self.folder} is running already (pid "
                               f"{self.tracking_pid()}): `make server-stop` first")
         destination = self.config.artifacts_destination or str(self.folder / "artifacts")
         args = [sys.executable, "-m", "mlflow", "server", "--host", self.config.host, "--port",
                 str(self.config.port), "--workers", str(self.config.workers), "--serve-artifacts",
-                "--artifacts-destination", destination, *(["--app-name", "basic-auth"] if self.config.auth else [])]
+                "--artifacts-destination", destination, *(["--app-name", "basic-auth"] if self.config.auth else []),
+                # uvicorn restarts a worker that misses a 5 s health ping: on a saturated machine, every one in turn
+                *(["--uvicorn-opts", "--timeout-worker-healthcheck 60"] if self.config.workers > 1 else [])]
         log = open(self.folder / "mlflow.log", "a")
         server = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                   env=self._environment(), cwd=self.folder)
@@ -210,7 +213,7 @@ class TeamServer:
         pid = self.tracking_pid()
         if pid:
             os.killpg(pid, signal.SIGTERM)
-            deadline = time.time() + 30
+            deadline = time.time() + 15
             while time.time() < deadline and self._group_alive(pid):
                 time.sleep(0.2)
             if self._group_alive(pid):
