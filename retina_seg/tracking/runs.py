@@ -6,10 +6,12 @@ limit), and whatever the job had written to its staging folder is logged before 
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import signal
 import subprocess
+import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,14 +43,49 @@ def _env(**values: str) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def check_tracking(cfg: TrackingConfig) -> None:
-    """Fail in seconds, with one line, when the tracking store cannot be reached (no retries here)."""
-    if cfg.uri.startswith("sqlite:///"):
-        folder = Path(cfg.uri[len("sqlite:///"):]).parent
-        if not folder.is_dir():
-            raise ConfigError(f"tracking.uri={cfg.uri!r}: folder '{folder}' does not exist")
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` URI (None for other stores)."""
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+@contextmanager
+def schema_lock(uri: str) -> Iterator[None]:
+    """Serialise first contact with a SQLite store across processes (`<db>.lock` beside the db), so
+    MLflow creates a new store's tables once instead of every starting process racing to."""
+    path = sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def writable(folder: Path) -> bool:
+    """Whether a file can be created and deleted in `folder` (tried for real: permission bits do not
+    tell root, read-only mounts or full disks apart)."""
     try:
-        with _env(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10"):
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
+            return True
+    except OSError:
+        return False
+
+
+def check_tracking(cfg: TrackingConfig) -> None:
+    """Fail in seconds, with one line, when the tracking store cannot be used (no retries here); a new
+    SQLite store gets its tables here, under the schema lock."""
+    database = sqlite_path(cfg.uri)
+    if database is not None:
+        if not database.parent.is_dir():
+            raise ConfigError(f"tracking.uri={cfg.uri!r}: folder '{database.parent}' does not exist")
+        if not writable(database.parent) or (database.exists() and not os.access(database, os.R_OK | os.W_OK)):
+            raise ConfigError(f"tracking.uri={cfg.uri!r}: folder '{database.parent}' is not writable "
+                              "(SQLite writes a journal beside the db): choose a writable folder")
+    try:
+        with _env(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10"), schema_lock(cfg.uri):
             MlflowClient(cfg.uri).search_experiments(max_results=1)
     except Exception as exc:
         status = exc.get_http_status_code() if isinstance(exc, MlflowException) else None
