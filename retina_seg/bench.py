@@ -1,36 +1,54 @@
-"""`make bench`: is training ever waiting on the input pipeline?
+"""`make bench`: is training ever waiting on the input pipeline, and how fast is full-resolution inference?
 
-Measures, in one process and one run, for the default model on CHASE_DB1-sized images (the shared
-CHASE_DB1 copy when present, synthetic 960x960 fundus images otherwise), 256 px patches, batch 4,
-augmentation `light`:
+Section `pipeline`, for the default model on CHASE_DB1-sized images (the shared CHASE_DB1 copy when
+present, synthetic 960x960 fundus images otherwise), 256 px patches, batch 4, augmentation `light`:
   1. images/s of the input pipeline alone (decode cache -> patch -> augment -> batch);
   2. training steps/s fed by that pipeline;
   3. training steps/s fed from batches already in memory (the same batches, materialised first);
 and prints 2 / 3: a ratio of 1.0 means the pipeline costs training nothing.
 
-    python -m retina_seg.bench [--steps 30] [--chase-root PATH] [hydra overrides...]
+Section `inference`, for the CHASE_DB1 recipe's network (experiments/chase_db1_vessels.yaml) on a
+999x960 and a 3504x2336 image: ms per image for tiles (stride half a window), tiles (stride = window)
+and whole, each against the raw forward time of the same pixels (the padded image in one pass); then
+F1/AUC of each mode on the CHASE_DB1 test images (threshold chosen on validation per mode) with a
+model from `--run-id` or trained for `--train-minutes` inside the bench.
+
+    python -m retina_seg.bench [--sections pipeline inference] [--steps 30] [--chase-root PATH]
+                               [--run-id ID --tracking-uri URI] [--xla] [hydra overrides...]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
+import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
+import cv2
+import numpy as np
 import tensorflow as tf
 
-from retina_seg.config import PROJECT_ROOT, validate
+from retina_seg.config import PROJECT_ROOT, InferenceConfig, InferenceMode, validate
 from retina_seg.data.augment import build_augmentation
 from retina_seg.data.loading import load_splits
-from retina_seg.data.pipeline import training_dataset
+from retina_seg.data.pipeline import evaluation_dataset, training_dataset
+from retina_seg.inference.metrics import choose_thresholds, evaluate
+from retina_seg.inference.predictor import Predictor
 from retina_seg.model.factory import build_model
-from retina_seg.training.fit import compile_model
+from retina_seg.tracking.reload import load_logged_model
+from retina_seg.training.fit import FitOutputs, compile_model, fit
 
 SHARED_CHASE = PROJECT_ROOT.parent / "shared" / "data" / "CHASE_DB1"
 BASE = ["augmentation=light", "data.sampling=patches", "image_size=256", "trainer.batch_size=4"]
 
 
-def compose_bench_config(chase_root: Path, overrides: list[str]):
+SIZES = ((999, 960), (3504, 2336))  # (width, height): CHASE_DB1 and HRF
+
+
+def compose_bench_config(chase_root: Path, overrides: list[str], base: list[str] = BASE):
     from hydra import compose, initialize_config_dir
 
     from retina_seg.config import CONF_DIR
@@ -40,7 +58,7 @@ def compose_bench_config(chase_root: Path, overrides: list[str]):
     else:
         data = ["data=synthetic", "data.native_size=960", "data.num_images=28", "data.sampling=patches"]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return validate(compose(config_name="config", overrides=[*BASE, *data, *overrides]))
+        return validate(compose(config_name="config", overrides=[*base, *data, *overrides]))
 
 
 def timed_fit(model: tf.keras.Model, dataset: tf.data.Dataset, steps: int) -> float:
@@ -51,12 +69,7 @@ def timed_fit(model: tf.keras.Model, dataset: tf.data.Dataset, steps: int) -> fl
     return steps / (time.perf_counter() - start)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=30, help="timed training steps per measurement")
-    parser.add_argument("--chase-root", type=Path, default=SHARED_CHASE)
-    args, overrides = parser.parse_known_args()
-
+def pipeline_section(args, overrides: list[str]) -> None:
     config = compose_bench_config(args.chase_root, overrides)
     batch, size = config.trainer.batch_size, config.image_size
     started = time.perf_counter()
@@ -88,6 +101,129 @@ def main() -> None:
     print(f"  training      {pipeline_steps:8.3f} steps/s fed by the pipeline")
     print(f"  training      {memory_steps:8.3f} steps/s fed from in-memory tensors")
     print(f"  ratio         {pipeline_steps / memory_steps:8.3f} (pipeline / in-memory; target >= 0.9)")
+
+
+def best_ms(call, repeats: int) -> float:
+    """Fastest of `repeats` timed calls after one untimed warm-up (tracing); the minimum is the figure
+    least disturbed by other work on a shared machine."""
+    call()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return 1000 * min(times)
+
+
+def inference_modes(settings: InferenceConfig, window: int, xla: bool) -> dict[str, InferenceConfig]:
+    modes = {
+        "tiles, stride window/2": dataclasses.replace(settings, mode=InferenceMode.tiles, stride=None),
+        "tiles, stride window": dataclasses.replace(settings, mode=InferenceMode.tiles, stride=window),
+        "whole": dataclasses.replace(settings, mode=InferenceMode.whole),
+    }
+    if xla:
+        modes["whole, XLA"] = dataclasses.replace(modes["whole"], jit_compile=True)
+    return modes
+
+
+def timing_image(train_image: np.ndarray | None, width: int, height: int, seed: int) -> np.ndarray:
+    """A fundus photograph scaled to (width, height) when one is at hand, else noise: timing does not
+    depend on the content."""
+    if train_image is not None:
+        return cv2.resize(train_image, (width, height), interpolation=cv2.INTER_LINEAR)
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def train_briefly(config, splits: dict, minutes: float) -> tf.keras.Model:
+    """The recipe's network trained on the recipe's data for `minutes` (the best validation epoch)."""
+    model = build_model(config.backbone.name, config.arch, len(config.data.channels), config.image_size,
+                        config.encoder_weights, config.batchnorm_momentum, config.preprocess.normalization)
+    compile_model(model, config.trainer, config.loss)
+    trainer = dataclasses.replace(config.trainer, time_limit_minutes=minutes)
+    batch = trainer.batch_size
+    train = training_dataset(splits["train"], batch, config.image_size, True, config.data.foreground_share,
+                             build_augmentation(config.augmentation, config.seed), config.seed)
+    val = evaluation_dataset(splits["val"], batch)
+    with tempfile.TemporaryDirectory() as folder:
+        outputs = FitOutputs(Path(folder) / "weights.h5", Path(folder) / "history.csv")
+        steps = trainer.steps_per_epoch or math.ceil(len(splits["train"]) / batch)
+        history = fit(model, train, val, steps, trainer, outputs, [])
+    print(f"  model         trained for {minutes:g} min: {len(history)} epochs, best val F-score "
+          f"{history['val_f1-score'].max():.3f}")
+    return model
+
+
+def agreement(model: tf.keras.Model, config, splits: dict, modes: dict) -> None:
+    """Test F1 / AUC per mode, each with its own validation threshold, as a run would report them."""
+    channels = config.data.channels
+    reference = None
+    for label, settings in modes.items():
+        predictor = Predictor(model, config.image_size, config.data.sampling, settings)
+        thresholds = choose_thresholds([predictor(i) for i in splits["val"].images], splits["val"], channels)
+        _, summary = evaluate([predictor(i) for i in splits["test"].images], splits["test"], channels, thresholds)
+        f1, auc = summary["test_f1"], summary["test_auc"]
+        reference = reference or (f1, auc)
+        print(f"  {label:24s} F1 {f1:.4f} ({f1 - reference[0]:+.4f})  AUC {auc:.4f} ({auc - reference[1]:+.4f})")
+
+
+def inference_section(args, overrides: list[str]) -> None:
+    config = compose_bench_config(args.chase_root, ["+experiment=chase_db1_vessels", *overrides], base=[])
+    have_data = args.chase_root.is_dir()
+    splits = load_splits(config.data, config.preprocess, config.seed) if have_data else None
+    if args.run_id:
+        logged = load_logged_model(args.run_id, args.tracking_uri)
+        model, config = logged.model, dataclasses.replace(logged.config, data=config.data)
+        source = f"run {args.run_id}"
+    else:
+        model = build_model(config.backbone.name, config.arch, len(config.data.channels), config.image_size,
+                            config.encoder_weights, config.batchnorm_momentum, config.preprocess.normalization)
+        source = "untrained weights for timing"
+    window = config.image_size
+    modes = inference_modes(config.inference, window, args.xla)
+    print(f"retina-seg inference benchmark: {config.arch.name.value} {config.backbone.name}, {window} px window, "
+          f"inference.batch_size {config.inference.batch_size}, memory budget {config.inference.memory_budget_mb} MB;"
+          f" best of {args.repeats}, ms per image ({source})")
+    photo = splits["train"].images[0] if have_data else None
+    for width, height in args.sizes:
+        image = timing_image(photo, width, height, config.seed)
+        raw = Predictor(model, window, config.data.sampling, modes["whole"])
+        padded = np.pad(image, ((0, -height % 32), (0, -width % 32), (0, 0)), mode="symmetric")[None]
+        raw_ms = best_ms(partial(raw.predict, padded), args.repeats)
+        print(f"  {width}x{height}   raw forward of {padded.shape[2]}x{padded.shape[1]} in one pass {raw_ms:9.0f} ms")
+        for label, settings in modes.items():
+            predictor = Predictor(model, window, config.data.sampling, settings)
+            ms = best_ms(partial(predictor, image), args.repeats)
+            tile = predictor.whole_tile(height, width) if settings.mode is InferenceMode.whole else None
+            how = f"  (tiles of {tile} px: over the memory budget)" if tile else ""
+            print(f"  {width}x{height}   {label:24s} {ms:9.0f} ms  {ms / raw_ms:6.2f}x raw{how}")
+    if not have_data:
+        print(f"  agreement     skipped: no CHASE_DB1 copy at {args.chase_root} (--chase-root PATH)")
+        return
+    if not args.run_id:
+        model = train_briefly(config, splits, args.train_minutes)
+    print(f"  agreement on CHASE_DB1 test ({len(splits['test'])} images; difference to tiles, stride window/2):")
+    agreement(model, config, splits, modes)
+
+
+def size(text: str) -> tuple[int, int]:
+    width, height = text.lower().split("x")
+    return int(width), int(height)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sections", nargs="+", choices=("pipeline", "inference"), default=["pipeline", "inference"])
+    parser.add_argument("--steps", type=int, default=30, help="timed training steps per measurement")
+    parser.add_argument("--chase-root", type=Path, default=SHARED_CHASE)
+    parser.add_argument("--sizes", type=size, nargs="+", default=list(SIZES), help="WIDTHxHEIGHT images to time")
+    parser.add_argument("--repeats", type=int, default=2, help="timed repetitions per inference measurement")
+    parser.add_argument("--run-id", help="a trained run to measure agreement with (default: train briefly)")
+    parser.add_argument("--tracking-uri", default=f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}")
+    parser.add_argument("--train-minutes", type=float, default=8.0)
+    parser.add_argument("--xla", action="store_true", help="also time whole-image inference XLA-compiled")
+    args, overrides = parser.parse_known_args()
+    for section in args.sections:
+        {"pipeline": pipeline_section, "inference": inference_section}[section](args, overrides)
 
 
 if __name__ == "__main__":

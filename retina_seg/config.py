@@ -61,6 +61,11 @@ class Strategy(Enum):
     mirrored = "mirrored"  # tf.distribute.MirroredStrategy: data-parallel over trainer.devices
 
 
+class InferenceMode(Enum):
+    tiles = "tiles"  # overlapping image_size windows, blended
+    whole = "whole"  # the padded image in one pass when it fits inference.memory_budget_mb, else large tiles
+
+
 class Mode(Enum):
     min = "min"
     max = "max"
@@ -197,8 +202,13 @@ class InferenceConfig:
     stride: int | None = None  # sliding-window step in pixels; null: half the window (image_size)
     flip_tta: bool = False  # average the predictions of the four horizontal/vertical flips
     batch_size: int = 4  # windows per forward pass: bounds memory on large images
+    mode: InferenceMode = InferenceMode.tiles
+    memory_budget_mb: int = 4096  # whole: the largest activation memory one forward pass may take
+    jit_compile: bool = False  # XLA-compile the forward pass
 
     def __post_init__(self) -> None:
+        _require(self.memory_budget_mb >= 64, "inference.memory_budget_mb", "at least 64 (MB)",
+                 self.memory_budget_mb)
         _require(self.stride is None or self.stride >= 1, "inference.stride", "null or an integer >= 1",
                  self.stride)
         _require(self.batch_size >= 1, "inference.batch_size", "an integer >= 1", self.batch_size)

@@ -1,4 +1,4 @@
-"""`make bench` runs end to end and reports the three measurements and their ratio."""
+"""`make bench` runs end to end: pipeline throughput and its ratio; inference modes against the raw forward pass."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from retina_seg.config import PROJECT_ROOT
 
 
 def test_bench_reports_pipeline_and_training_throughput(tmp_path):
-    args = [sys.executable, "-m", "retina_seg.bench", "--steps", "2", "--chase-root", str(tmp_path / "absent"),
+    args = [sys.executable, "-m", "retina_seg.bench", "--sections", "pipeline", "--steps", "2",
+            "--chase-root", str(tmp_path / "absent"),
             "image_size=64", "backbone=resnet18", "data.num_images=6", "data.native_size=128",
             f"data.root={tmp_path}/cache"]
     done = subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=PROJECT_ROOT)
@@ -20,3 +21,16 @@ def test_bench_reports_pipeline_and_training_throughput(tmp_path):
     assert len(numbers) == 4 and all(float(n) > 0 for n in numbers), done.stdout
     pipeline_steps, memory_steps, ratio = (float(n) for n in numbers[1:])
     assert abs(ratio - pipeline_steps / memory_steps) < 0.01
+
+
+def test_bench_times_every_inference_mode_against_the_raw_forward_pass(tmp_path):
+    args = [sys.executable, "-m", "retina_seg.bench", "--sections", "inference", "--sizes", "130x100", "--repeats", "1",
+            "--chase-root", str(tmp_path / "absent"), "image_size=64", "inference.memory_budget_mb=64"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=PROJECT_ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "unet resnet18, 64 px window" in done.stdout and "raw forward of 160x128 in one pass" in done.stdout
+    modes = "tiles, stride window/2|tiles, stride window|whole"
+    rows = dict(re.findall(rf"^\s+130x100\s+({modes})\s+[\d.]+ ms\s+([\d.]+)x raw", done.stdout, re.MULTILINE))
+    assert set(rows) == {"tiles, stride window/2", "tiles, stride window", "whole"}, done.stdout
+    assert all(float(ratio) > 0 for ratio in rows.values())
+    assert "agreement     skipped: no CHASE_DB1 copy" in done.stdout
