@@ -37,7 +37,7 @@ CONFIG_COLUMNS = {  # table column -> MLflow param
 }
 RESULT_COLUMNS = {  # table column -> MLflow metric
     "test_f1": "test_f1", "test_auc": "test_auc", "test_iou": "test_iou", "objective": "objective",
-    "train_minutes": "train_seconds", "parameters": "parameters", "inference_ms": "inference_ms_per_image",
+    "train_minutes": "train_seconds", "inference_ms": "inference_ms_per_image",
 }
 
 
@@ -90,13 +90,16 @@ def comparison_table(client: MlflowClient, runs: list, metric: str, ascending: b
         row = {"run_id": run.info.run_id, "status": run.info.status,
                **{column: params.get(param) for column, param in CONFIG_COLUMNS.items()},
                "best_val_iou": best_iou, "best_val_f1": _best(client, run.info.run_id, "val_f1-score")[0],
-               "epochs": epochs, **{column: metrics.get(key) for column, key in RESULT_COLUMNS.items()}}
+               "epochs": epochs, **{column: metrics.get(key) for column, key in RESULT_COLUMNS.items()},
+               "parameters": params.get("model.parameters", metrics.get("parameters"))}  # a metric in old runs
         if row["train_minutes"] is not None:
             row["train_minutes"] /= 60
         if metric not in row:
             row[metric] = metrics.get(metric)
         rows.append(row)
-    table = pd.DataFrame(rows).astype({"parameters": "Int64", "epochs": "Int64"})
+    table = pd.DataFrame(rows)
+    table["parameters"] = pd.to_numeric(table["parameters"])
+    table = table.astype({"parameters": "Int64", "epochs": "Int64"})
     varied = [c for c in CONFIG_COLUMNS if c != "seed" and table[c].nunique(dropna=False) > 1]
     labels = table[varied].apply(lambda row: " ".join(f"{k}={_short(v)}" for k, v in row.items()), axis=1)
     table.insert(2, "config", labels if varied else table["backbone"])
@@ -151,7 +154,7 @@ def compare(config: CompareConfig, workdir: Path) -> pd.DataFrame:
     print(f"best: run {best['run_id']} ({best['config']}) {config.metric}={best[config.metric]:.4f}")
     experiment_id = runs[0].info.experiment_id
     with tracked_run(config.tracking, staging, {"comparison": label, "best_run": best["run_id"]},
-                     experiment_id=experiment_id):
+                     experiment_id=experiment_id, run_name=f"compare-{label.split(' ', 1)[1]}"):
         mlflow.log_params({"metric": config.metric, "runs": len(table)})
         log_staged(staging)
     return table

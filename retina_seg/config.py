@@ -255,6 +255,7 @@ class Config:
     seed: int = 42
     encoder_weights: str | None = None  # null: random init; "imagenet": downloads (needs network)
     batchnorm_momentum: float | None = None  # null: the backbone's own (0.99)
+    verbose: bool = False  # TensorFlow's notices and Keras' progress bars on the terminal
 
     def __post_init__(self) -> None:
         multiple = self.arch.size_multiple
@@ -320,6 +321,7 @@ class CompareConfig:
     experiment: str | None = None  # compare every run of this experiment instead
     metric: str = "test_f1"  # sort key: a column of the table or any logged metric
     ascending: bool = False
+    verbose: bool = False
 
 
 class ServerAction(Enum):
@@ -391,10 +393,21 @@ def compose_tree(name: str = "config", overrides: List[str] | None = None) -> Di
         return compose(config_name=name, overrides=list(overrides or []))
 
 
+def _shown(value: Any) -> str:
+    if isinstance(value, Enum):
+        return value.value
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def register() -> None:
     """Make the schema and the `${project_root:}` resolver known to Hydra and OmegaConf."""
     if not OmegaConf.has_resolver("project_root"):
         OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
+    if not OmegaConf.has_resolver("shown"):  # a value as the command line spells it
+        OmegaConf.register_new_resolver("shown", _shown)
+    if not OmegaConf.has_resolver("choices"):  # the options of a config group, for the --help pages
+        OmegaConf.register_new_resolver("choices", lambda group: ", ".join(
+            sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))))
     store = ConfigStore.instance()
     for name, node in (("train", Config), ("evaluate", EvaluateConfig), ("predict", PredictConfig),
                        ("compare", CompareConfig), ("server", ServerConfig),

@@ -46,7 +46,15 @@ from retina_seg.tracking.evaluation import evaluate_model, log_summary
 from retina_seg.tracking.figures import plot_history
 from retina_seg.tracking.outbox import Outbox, ServerLost
 from retina_seg.tracking.report import cv_sections, run_sections, write_report
-from retina_seg.tracking.runs import MlflowMetrics, check_tracking, flatten, git_commit, log_staged, tracked_run
+from retina_seg.tracking.runs import (
+    MlflowMetrics,
+    check_tracking,
+    git_commit,
+    log_dataset,
+    log_staged,
+    run_params,
+    tracked_run,
+)
 from retina_seg.training.fit import FitOutputs, compile_model, distribution_strategy, fit
 
 log = logging.getLogger(__name__)
@@ -108,16 +116,17 @@ def train_run(cfg: DictConfig, config: Config, splits: dict, split: dict, observ
     # the Outbox carries the run's logging through server restarts (see tracking/outbox.py)
     with tracked_run(config.tracking, staging, tags, run_name=name, nested=nested) as run, \
             Outbox(config.tracking, run.info.run_id, workdir) as outbox:
-        mlflow.log_params(flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
-        outbox.log_metrics({"parameters": model.count_params(), "replicas": strategy.num_replicas_in_sync,
-                            "fov_width_px": median_fov_width(splits["train"])})  # the scale cross-dataset tests match
+        mlflow.log_params({**run_params(config, OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)),
+                           "model.parameters": model.count_params(), "trainer.replicas": strategy.num_replicas_in_sync})
+        outbox.log_metrics({"fov_width_px": median_fov_width(splits["train"])})  # the scale cross-dataset tests match
+        log_dataset(config.data.name, config.data.root, {split: arrays.names for split, arrays in splits.items()})
         batch = config.trainer.batch_size
         steps = config.trainer.steps_per_epoch or math.ceil(len(splits["train"]) / batch)
         train = training_dataset(fit_splits["train"], batch, config.image_size, patches, config.data.foreground_share,
                                  augmentation, config.seed)
         started = time.perf_counter()
         val = evaluation_dataset(fit_splits["val"], batch, strategy.num_replicas_in_sync)
-        history = fit(model, train, val, steps, config.trainer, outputs, [MlflowMetrics(outbox)])
+        history = fit(model, train, val, steps, config.trainer, outputs, [MlflowMetrics(outbox)], config.verbose)
         outbox.log_metrics({"train_seconds": time.perf_counter() - started})
         plot_history(history, staging / "curves.png")
 
@@ -153,7 +162,7 @@ def run_folds(cfg: DictConfig, config: Config, samples: list, observers: dict, w
     channels = config.data.channels
     with tracked_run(config.tracking, staging, {**tags, **sweep_tags, "cv_folds": str(plan.folds)},
                      run_name=f"{name}-cv{plan.folds}") as run:
-        mlflow.log_params(flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
+        mlflow.log_params(run_params(config, OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
         mlflow.log_metric("fov_width_px", median_fov_width(decoded["train"]))
         results = [train_run(cfg, config, fold_splits[k], record["splits"][k], observers, workdir / f"fold{k}",
                              {**tags, "cv_fold": str(k)}, f"{name}-fold{k}", nested=True) for k in range(plan.folds)]

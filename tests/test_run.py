@@ -13,12 +13,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 
 from retina_seg import load_model
 from retina_seg.config import PROJECT_ROOT, validate
 from retina_seg.data.loading import load_splits
 from retina_seg.data.pipeline import to_model_input
 from retina_seg.run import run_job
+from retina_seg.tracking.runs import run_params
 from tests.conftest import SHARED_DATA, TINY, compose_config, isolate, run_cli, runs_in
 
 
@@ -45,6 +47,35 @@ def test_run_is_finished_with_params_tags_and_metrics(finished):
     for key in ("test_f1", "test_iou", "test_auc", "test_sensitivity", "test_specificity", "test_f1_trivial"):
         assert 0.0 <= run.data.metrics[key] <= 1.0, key
     assert run.data.metrics["test_f1"] == pytest.approx(result.metrics["test_f1"])
+
+
+def test_the_mlflow_record_holds_no_noise(finished):
+    tmp, _, result = finished
+    client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
+    run = client.get_run(result.run_id)
+    params = run.data.params
+    assert params["data.num_images"] == "8" and int(params["model.parameters"]) > 1_000_000
+    for noise in ("data.lesion_types", "data.foreground_share", "verbose", "tracking.uri",
+                  "inference.memory_budget_mb"):
+        assert noise not in params, noise
+    # the learning rate the optimizer used in each epoch; test figures logged once, secondary ones kept out
+    assert [(m.step, m.value) for m in client.get_metric_history(result.run_id, "learning_rate")] == [
+        (0, pytest.approx(1e-3)), (1, pytest.approx(1e-3))]
+    assert "lr" not in run.data.metrics and len(client.get_metric_history(result.run_id, "test_f1")) == 1
+    assert "test_f1_at_0.5" in run.data.metrics and "test_auc_at_0.5" not in run.data.metrics
+    [dataset] = run.inputs.dataset_inputs
+    assert dataset.dataset.name == "synthetic" and len(dataset.dataset.digest) >= 8
+    tags = {tag.key: tag.value for tag in dataset.tags}
+    assert (tags["train_images"], tags["val_images"], tags["test_images"]) == ("5", "1", "2")
+
+
+def test_params_leave_out_what_does_not_apply_to_a_real_dataset():
+    cfg = compose_config(["+experiment=chase_db1_vessels", "data.root=/data/CHASE_DB1", "inference.mode=whole"])
+    params = run_params(validate(cfg), OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    assert params["data.name"] == "chase_db1" and params["data.foreground_share"] == "0.5"
+    assert params["preprocess.clahe_clip_limit"] == "2.0" and params["inference.memory_budget_mb"] == "4096"
+    for noise in ("data.num_images", "data.native_size", "data.lesion_types", "inference.stride", "trainer.devices"):
+        assert noise not in params, noise
 
 
 def test_artifacts_are_named_by_the_contract(finished):
@@ -92,6 +123,13 @@ def test_cli_run_logs_a_finished_run(tmp_path):
     names = {a.path for a in MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").list_artifacts(run.info.run_id)}
     assert {"resnet18_Retinal.json", "resnet18_Retinal.h5", "resnet18_Retinal.csv"} <= names
     assert "epoch 1/1" in (tmp_path / "hydra" / "run.log").read_text()
+    # a quiet terminal: our one line per epoch (no Keras progress line), the run and how to browse it
+    assert done.stdout.count("epoch 1/1 loss=") == 1 and "loss: " not in done.stdout
+    for state in ("started", "FINISHED"):
+        assert (f"MLflow run {run.info.run_id} ({run.info.run_name}) in experiment 'test' {state}; "
+                f"browse: mlflow ui --backend-store-uri sqlite:///{tmp_path}/mlflow.db") in done.stdout
+    for noise in ("oneDNN", "cuda", "absl", "Segmentation Models", "HDF5"):
+        assert noise not in done.stdout + done.stderr, noise
 
 
 def test_a_run_that_raises_is_failed_and_keeps_its_files(tmp_path):

@@ -55,6 +55,7 @@ def test_sweep_runs_every_job_tags_them_and_a_failure_hides_nothing(tmp_path):
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     [logged] = [r for r in client.search_runs([runs[0].info.experiment_id]) if "comparison" in r.data.tags]
     assert logged.data.tags["comparison"] == "sweep sweep" and logged.data.tags["best_run"] == runs[0].info.run_id
+    assert logged.info.run_name == "compare-sweep"
 
 
 def test_sweep_over_an_invalid_value_fails_before_any_job_trains(tmp_path):

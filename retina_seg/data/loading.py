@@ -16,6 +16,7 @@ from typing import Dict, List, Sequence
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from retina_seg.config import ConfigError, DataConfig, PreprocessConfig
 from retina_seg.data.adapters import ADAPTERS, LayoutError, Sample
@@ -162,7 +163,8 @@ def load_arrays(samples: Sequence[Sample], preprocess: PreprocessConfig, max_sid
         return resized(image, masks, fov, capped_size(image.shape, max_side))
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        decoded = list(pool.map(one, samples))
+        decoded = list(tqdm(pool.map(one, samples), total=len(samples), desc="decoding images", unit="image",
+                            disable=None, leave=False))
     return Arrays(images=[d[0] for d in decoded], masks=[d[1] for d in decoded],
                   fov=[d[2].astype(bool) for d in decoded], names=[s.image.stem for s in samples])
 

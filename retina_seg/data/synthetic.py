@@ -19,6 +19,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 GENERATOR_VERSION = 1
 LESION_TYPES = ("MA", "HE", "EX")
@@ -50,7 +51,8 @@ def ensure_dataset(root: str | Path, spec: SyntheticSpec) -> Path:
         for sub in ("images", "masks", "fov", "lesions"):
             (staging / sub).mkdir()
         rng = np.random.default_rng(spec.seed)
-        for index in range(spec.num_images):
+        for index in tqdm(range(spec.num_images), desc="generating synthetic fundus images", unit="image",
+                          disable=None, leave=False):
             fundus = generate_fundus(spec.size, rng)
             stem = f"{index:03d}"
             cv2.imwrite(str(staging / "images" / f"{stem}.png"), cv2.cvtColor(fundus.image, cv2.COLOR_RGB2BGR))

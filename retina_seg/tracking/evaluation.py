@@ -17,7 +17,7 @@ import mlflow
 from tqdm import tqdm
 
 from retina_seg.data.loading import Arrays, read_mask
-from retina_seg.inference.metrics import choose_thresholds, evaluate, observer_metrics
+from retina_seg.inference.metrics import FIXED_THRESHOLD, choose_thresholds, evaluate, observer_metrics
 from retina_seg.inference.predictor import Predictor
 from retina_seg.tracking.figures import plot_examples
 from retina_seg.tracking.result_figures import plot_best_worst, plot_roc_pr
@@ -59,7 +59,11 @@ def evaluate_model(predictor: Predictor, splits: dict, channels: list[str], stag
 
 
 def log_summary(summary: dict, log_metrics=mlflow.log_metrics) -> None:
-    log_metrics({key: value for key, value in summary.items() if math.isfinite(value)})
+    """The summary as single-value MLflow metrics, each logged once; the secondary figures (metrics at
+    the fixed 0.5 threshold but F1, and their sd) stay in metrics/summary.json, out of the charts."""
+    secondary = [key for key in summary if f"_at_{FIXED_THRESHOLD}" in key and not key.startswith(
+        f"test_f1_at_{FIXED_THRESHOLD}")] + [f"test_f1_at_{FIXED_THRESHOLD}_sd", "test_f1_trivial_sd"]
+    log_metrics({key: value for key, value in summary.items() if key not in secondary and math.isfinite(value)})
 
 
 def _read_observer(test: Arrays, second: dict) -> dict:

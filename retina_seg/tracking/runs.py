@@ -23,7 +23,16 @@ import tensorflow as tf
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from retina_seg.config import PROJECT_ROOT, ConfigError, TrackingConfig
+from retina_seg.config import (
+    PROJECT_ROOT,
+    Config,
+    ConfigError,
+    InferenceMode,
+    Sampling,
+    Strategy,
+    Task,
+    TrackingConfig,
+)
 from retina_seg.tracking.outbox import Outbox, ServerLost
 
 log = logging.getLogger(__name__)
@@ -140,6 +149,37 @@ def flatten(config: Mapping) -> Dict[str, str]:
     return {key: str(value) for key, value in row.items()}
 
 
+def run_params(config: Config, resolved: Mapping) -> Dict[str, str]:
+    """The resolved config as MLflow params, without keys that cannot matter for this run: synthetic-only
+    and patch-only data keys, lesion types of a vessel model, the other inference mode's knobs, where
+    the run is logged (its own record) and the terminal's verbosity."""
+    drop = {"verbose", "tracking.uri", "tracking.artifact_location", "tracking.run_name"}
+    if config.data.name != "synthetic":
+        drop |= {"data.num_images", "data.native_size"}
+    if config.data.sampling is not Sampling.patches:
+        drop |= {"data.foreground_share", "data.max_side"}
+    if config.data.task is not Task.lesions:
+        drop.add("data.lesion_types")
+    if not config.data.official_train_count:
+        drop.add("data.official_train_count")
+    if not config.preprocess.clahe:
+        drop.add("preprocess.clahe_clip_limit")
+    if config.trainer.strategy is not Strategy.mirrored:
+        drop.add("trainer.devices")
+    drop.add("inference.memory_budget_mb" if config.inference.mode is InferenceMode.tiles else "inference.stride")
+    return {key: value for key, value in flatten(resolved).items() if key not in drop}
+
+
+def log_dataset(name: str, root: str, names_by_split: Mapping[str, list]) -> None:
+    """Record the data a run used as an MLflow dataset input (the UI's Dataset column): its name, a digest
+    of the image list with each image's split, and the split sizes as tags."""
+    table = pd.DataFrame([(split, image) for split, images in names_by_split.items() for image in images],
+                         columns=["split", "image"])
+    dataset = mlflow.data.from_pandas(table, source=root, name=name)
+    mlflow.log_input(dataset, context="training",
+                     tags={f"{split}_images": str(len(images)) for split, images in names_by_split.items()})
+
+
 @contextmanager
 def tracked_run(cfg: TrackingConfig, staging: Path, tags: Dict[str, str], experiment_id: str | None = None,
                 run_name: str | None = None, nested: bool = False) -> Iterator[mlflow.ActiveRun]:
@@ -149,6 +189,9 @@ def tracked_run(cfg: TrackingConfig, staging: Path, tags: Dict[str, str], experi
     staging.mkdir(parents=True, exist_ok=True)
     run = mlflow.start_run(experiment_id=experiment_id or ensure_experiment(cfg), run_name=cfg.run_name or run_name,
                            tags=tags, nested=nested)
+    where = (f"run {run.info.run_id} ({run.info.run_name}) in experiment "
+             f"'{mlflow.get_experiment(run.info.experiment_id).name}'")
+    log.info("MLflow %s started; browse: %s", where, browse_hint(cfg.uri, run))
     previous = _sigterm_as_interrupt()
     try:
         yield run
@@ -163,9 +206,17 @@ def tracked_run(cfg: TrackingConfig, staging: Path, tags: Dict[str, str], experi
         raise
     else:
         mlflow.end_run("FINISHED")
+        log.info("MLflow %s FINISHED; browse: %s", where, browse_hint(cfg.uri, run))
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def browse_hint(uri: str, run: mlflow.ActiveRun) -> str:
+    """Where a user sees the run: its page on a tracking server, or the `mlflow ui` command for a local store."""
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    return f"mlflow ui --backend-store-uri {uri}"
 
 
 def _close(run: mlflow.ActiveRun, staging: Path, status: str) -> None:
@@ -205,12 +256,20 @@ def _sigterm_as_interrupt():
 
 
 class MlflowMetrics(tf.keras.callbacks.Callback):
-    """Log every Keras epoch metric (loss, iou_score, f1-score, their val_ twins, lr) with step = epoch,
-    through the run's Outbox: training never waits for the server."""
+    """Log every Keras epoch metric (loss, iou_score, f1-score, their val_ twins) with step = epoch, and
+    `learning_rate`: the optimizer's rate during that epoch, read before a schedule changes it; through
+    the run's Outbox: training never waits for the server."""
 
     def __init__(self, outbox: Outbox):
         super().__init__()
         self.outbox = outbox
 
+    def on_epoch_begin(self, epoch, logs=None):
+        rate = self.model.optimizer.learning_rate
+        if isinstance(rate, tf.keras.optimizers.schedules.LearningRateSchedule):
+            rate = rate(self.model.optimizer.iterations)
+        self.rate = float(tf.keras.backend.get_value(rate))
+
     def on_epoch_end(self, epoch, logs=None):
-        self.outbox.log_metrics({key: float(value) for key, value in (logs or {}).items()}, step=epoch)
+        values = {key: float(value) for key, value in (logs or {}).items() if key != "lr"}
+        self.outbox.log_metrics({**values, "learning_rate": self.rate}, step=epoch)

@@ -84,8 +84,9 @@ class TimeLimit(tf.keras.callbacks.Callback):
 
 def fit(model: tf.keras.Model, train: tf.data.Dataset, val: tf.data.Dataset, steps_per_epoch: int,
         trainer: TrainerConfig, outputs: FitOutputs,
-        extra_callbacks: List[tf.keras.callbacks.Callback]) -> pd.DataFrame:
-    """Train, then restore the best epoch's weights; returns the history (one row per epoch)."""
+        extra_callbacks: List[tf.keras.callbacks.Callback], verbose: bool = False) -> pd.DataFrame:
+    """Train, then restore the best epoch's weights; returns the history (one row per epoch).
+    The terminal gets EpochLog's one line per epoch; `verbose` adds Keras' own progress output."""
     mode = trainer.monitor_mode.value
     callbacks = [
         tf.keras.callbacks.ModelCheckpoint(str(outputs.weights), monitor=trainer.monitor, mode=mode,
@@ -101,7 +102,7 @@ def fit(model: tf.keras.Model, train: tf.data.Dataset, val: tf.data.Dataset, ste
         *extra_callbacks,
     ]
     history = model.fit(train, validation_data=val, epochs=trainer.epochs, steps_per_epoch=steps_per_epoch,
-                        callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
+                        callbacks=callbacks, verbose=(1 if sys.stdout.isatty() else 2) if verbose else 0)
     losses = history.history.get("loss", [])
     if not losses or not all(math.isfinite(value) for value in losses) or not outputs.weights.exists():
         raise TrainingDiverged(f"training diverged (loss per epoch: {losses}); lower trainer.lr")
