@@ -3,7 +3,8 @@
 One row per training run (failed ones included, last): what was varied, best validation scores,
 test scores, epochs, training time, parameters and inference time, sorted by `metric`. Written as
 CSV and Markdown with a bar chart (mean and sd over runs that repeat a configuration, e.g. over
-seeds) and all validation curves on one figure; printed, and logged to MLflow as a comparison run.
+seeds) and all validation curves on one figure (PNG + SVG); printed, and logged to MLflow as the
+run `compare-<sweep id>` (or `compare-<experiment>`).
 With no selector: the most recent sweep of `tracking.experiment`.
 """
 
@@ -22,6 +23,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from retina_seg.config import CompareConfig, ConfigError, validate
+from retina_seg.tracking.figures import PALETTE, epoch_axis, save_figure
 from retina_seg.tracking.report import comparison_sections, write_report
 from retina_seg.tracking.runs import check_tracking, log_staged, tracked_run
 
@@ -108,31 +110,33 @@ def comparison_table(client: MlflowClient, runs: list, metric: str, ascending: b
     return table.sort_values(metric, ascending=ascending, na_position="last").reset_index(drop=True)
 
 
-def plot_metric_bars(table: pd.DataFrame, metric: str, path: Path) -> None:
+def plot_metric_bars(table: pd.DataFrame, metric: str, label: str, path: Path) -> None:
     """Mean of `metric` per configuration, with the sd over its repeats (seeds) as error bars."""
     stats = table.dropna(subset=[metric]).groupby("config", sort=False)[metric].agg(["mean", "std", "count"])
     fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(stats)), 4))
-    ax.bar(range(len(stats)), stats["mean"], yerr=stats["std"].where(stats["count"] > 1), capsize=4)
+    ax.bar(range(len(stats)), stats["mean"], yerr=stats["std"].where(stats["count"] > 1), capsize=4,
+           color=PALETTE[4], error_kw={"ecolor": PALETTE[7]})
     ax.set_xticks(range(len(stats)), stats.index, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel(metric)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    ax.set_xlabel("configuration")
+    ax.set_ylabel(f"{metric} (mean, error bar: sd over repeats)")
+    ax.set_title(f"{label}: {metric} per configuration (n = {int(stats['count'].sum())} runs)")
+    ax.grid(axis="y", alpha=0.3)
+    save_figure(fig, path)
 
 
-def plot_validation_curves(client: MlflowClient, table: pd.DataFrame, path: Path) -> None:
+def plot_validation_curves(client: MlflowClient, table: pd.DataFrame, label: str, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     for _, row in table.iterrows():
         history = client.get_metric_history(row["run_id"], "val_f1-score")
         if history:
             ax.plot([m.step + 1 for m in history], [m.value for m in history], marker=".",
                     label=f"{row['config']} ({row['run_id'][:6]})")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation F-score")
+    epoch_axis(ax)
+    ax.set_ylabel("validation F-score (Dice, 0-1)")
+    ax.set_title(f"{label}: validation F-score per epoch")
+    ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def compare(config: CompareConfig, workdir: Path) -> pd.DataFrame:
@@ -145,8 +149,8 @@ def compare(config: CompareConfig, workdir: Path) -> pd.DataFrame:
     table.to_csv(staging / "comparison.csv", index=False)
     markdown = table.drop(columns=["run_id"]).to_markdown(index=False, floatfmt=".4f")
     (staging / "comparison.md").write_text(f"# {label}, sorted by {config.metric}\n\n{markdown}\n")
-    plot_metric_bars(table, config.metric, staging / "comparison_bar.png")
-    plot_validation_curves(client, table, staging / "validation_curves.png")
+    plot_metric_bars(table, config.metric, label, staging / "comparison_bar.png")
+    plot_validation_curves(client, table, label, staging / "validation_curves.png")
     write_report(staging, f"Comparison of {label}",
                  comparison_sections(table, label, config.metric, ["comparison_bar.png", "validation_curves.png"]))
     best = table.iloc[0]

@@ -48,7 +48,7 @@ def test_sweep_runs_every_job_tags_them_and_a_failure_hides_nothing(tmp_path):
     assert table.loc[0, "inference_ms"] > 0 and table.loc[0, "train_minutes"] > 0
     files = {p.name for p in (tmp_path / "compare" / "artifacts").iterdir()}
     assert files == {"comparison.csv", "comparison.md", "comparison_bar.png", "validation_curves.png", "report.md",
-                     "report.html"}
+                     "report.html", "comparison_bar.svg", "validation_curves.svg"}
     report = (tmp_path / "compare" / "artifacts" / "report.html").read_text()
     assert report.count("data:image/png;base64,") == 2 and runs[0].info.run_id not in report  # ids dropped
     assert len(pd.read_csv(tmp_path / "compare" / "artifacts" / "comparison.csv")) == 2

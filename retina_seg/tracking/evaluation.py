@@ -48,7 +48,8 @@ def evaluate_model(predictor: Predictor, splits: dict, channels: list[str], stag
     observer = observer_metrics(test, _read_observer(test, second or {}))
     if len(observer):
         observer.to_csv(staging / "metrics" / "second_observer.csv", index=False)
-    plot_examples(test.images, test.masks, probs, test.names, staging / "test_examples.png")
+    plot_examples(test.images, test.masks, probs, test.fov, test.names, [thresholds[c] for c in channels],
+                  per_image.groupby("image")["f1"].mean().to_dict(), staging / "test_examples.png")
     (staging / "figures").mkdir(exist_ok=True)
     plot_roc_pr(probs, test, channels, staging / "figures" / "roc_pr.png", observer)
     plot_best_worst(probs, test, per_image, thresholds, staging / "figures" / "best_worst.png")
