@@ -103,11 +103,12 @@ def pipeline_section(args, overrides: list[str]) -> None:
     print(f"  ratio         {pipeline_steps / memory_steps:8.3f} (pipeline / in-memory; target >= 0.9)")
 
 
-def best_ms(call, repeats: int) -> tuple[float, float]:
+def best_ms(call, repeats: int, warm_up: bool = True) -> tuple[float, float]:
     """(wall, CPU) ms of the fastest of `repeats` calls after one untimed warm-up (tracing). The
     minimum is the figure least disturbed by other work; the process CPU time (all threads) measures
     the work itself and stays comparable when the machine is shared."""
-    call()
+    if warm_up:
+        call()
     times = []
     for _ in range(repeats):
         wall, cpu = time.perf_counter(), time.process_time()
@@ -189,12 +190,12 @@ def inference_section(args, overrides: list[str]) -> None:
         image = timing_image(photo, width, height, config.seed)
         raw = Predictor(model, window, config.data.sampling, modes["whole"])
         padded = np.pad(image, ((0, -height % 32), (0, -width % 32), (0, 0)), mode="symmetric")[None]
-        raw_wall, raw_cpu = best_ms(partial(raw.predict, padded), args.repeats)
+        raw_wall, raw_cpu = best_ms(partial(raw.predict, padded), args.repeats, not args.no_warm_up)
         print(f"  {width}x{height}   raw forward of {padded.shape[2]}x{padded.shape[1]} in one pass "
               f"{raw_wall:9.0f} ms  (CPU {raw_cpu:.0f} ms)")
         for label, settings in modes.items():
             predictor = Predictor(model, window, config.data.sampling, settings)
-            wall, cpu = best_ms(partial(predictor, image), args.repeats)
+            wall, cpu = best_ms(partial(predictor, image), args.repeats, not args.no_warm_up)
             tile = predictor.whole_tile(height, width) if settings.mode is InferenceMode.whole else None
             how = f"  (tiles of {tile} px: over the memory budget)" if tile else ""
             print(f"  {width}x{height}   {label:24s} {wall:9.0f} ms  {wall / raw_wall:6.2f}x raw  "
@@ -224,6 +225,7 @@ def main() -> None:
     parser.add_argument("--tracking-uri", default=f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}")
     parser.add_argument("--train-minutes", type=float, default=8.0)
     parser.add_argument("--xla", action="store_true", help="also time whole-image inference XLA-compiled")
+    parser.add_argument("--no-warm-up", action="store_true", help="time the first call (tracing included)")
     args, overrides = parser.parse_known_args()
     for section in args.sections:
         {"pipeline": pipeline_section, "inference": inference_section}[section](args, overrides)
