@@ -8,7 +8,7 @@ from tests.conftest import run_cli
 
 
 def test_cfg_job_prints_nothing_but_the_config_yaml(tmp_path):
-    done = run_cli("retina_seg.run", ["backbone=resnet18", "--cfg", "job"], tmp_path)
+    done = run_cli("retina_seg.run", ["--cfg", "job", "backbone=resnet18"], tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     config = yaml.safe_load(done.stdout)
     assert config["backbone"]["name"] == "resnet18" and config["verbose"] is False
