@@ -117,7 +117,7 @@ def test_mirrored_strategy_trains_on_two_logical_devices(tmp_path):
                           text=True, timeout=600, cwd=PROJECT_ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     [run] = runs_in(tmp_path)
-    assert run.info.status == "FINISHED" and run.data.metrics["replicas"] == 2
+    assert run.info.status == "FINISHED" and run.data.params["trainer.replicas"] == "2"
 
 
 @pytest.mark.parametrize("launcher", ["local_parallel", "slurm", "ray_cluster"])
