@@ -13,6 +13,7 @@ import signal
 import subprocess
 import tempfile
 import threading
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Dict, Iterator, Mapping
@@ -175,7 +176,9 @@ def log_dataset(name: str, root: str, names_by_split: Mapping[str, list]) -> Non
     of the image list with each image's split, and the split sizes as tags."""
     table = pd.DataFrame([(split, image) for split, images in names_by_split.items() for image in images],
                          columns=["split", "image"])
-    dataset = mlflow.data.from_pandas(table, source=root, name=name)
+    with warnings.catch_warnings():  # a local folder "can be interpreted in multiple ways": the same one
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = mlflow.data.from_pandas(table, source=root, name=name)
     mlflow.log_input(dataset, context="training",
                      tags={f"{split}_images": str(len(images)) for split, images in names_by_split.items()})
 
