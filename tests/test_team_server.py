@@ -156,7 +156,7 @@ def assert_complete(client: MlflowClient, run, tmp: Path) -> None:
     history = Path(client.download_artifacts(run.info.run_id, "resnet18_Retinal.csv", str(tmp)))
     epochs = len(history.read_text().strip().splitlines()) - 1
     assert epochs >= 3
-    for key in ("loss", "val_f1-score", "lr"):
+    for key in ("loss", "val_f1-score", "learning_rate"):
         assert sorted(m.step for m in client.get_metric_history(run.info.run_id, key)) == list(range(epochs))
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"resnet18_Retinal.json", "resnet18_Retinal.h5", "config.yaml", "curves.png", "metrics"} <= names
