@@ -32,7 +32,7 @@ from retina_seg.tracking.team_server import TeamServer
 JOB = ["trainer=fast", "image_size=64", "data.num_images=8", "backbone=resnet18", "augmentation=none",
        "trainer.early_stopping_patience=100", "trainer.reduce_lr_patience=100", "tracking=server",
        "tracking.experiment=bench"]
-EPOCH_KEYS = ("loss", "iou_score", "f1-score", "val_loss", "val_iou_score", "val_f1-score", "lr")
+EPOCH_KEYS = ("loss", "iou_score", "f1-score", "val_loss", "val_iou_score", "val_f1-score", "learning_rate")
 
 
 def free_port() -> int:
