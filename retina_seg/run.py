@@ -43,6 +43,7 @@ from retina_seg.tracking.crossval import (
     write_fold_table,
 )
 from retina_seg.tracking.evaluation import evaluate_model, log_summary
+from retina_seg.tracking.exits import run_app
 from retina_seg.tracking.figures import plot_history
 from retina_seg.tracking.outbox import Outbox, ServerLost
 from retina_seg.tracking.report import cv_sections, run_sections, write_report
@@ -240,4 +241,4 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    run_app(main)
