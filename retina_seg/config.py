@@ -97,6 +97,10 @@ class LossConfig:
     focal: float = 0.0
     bce: float = 0.0
     jaccard: float = 0.0
+    # per output channel (empty: all 1): how much each channel counts in every term, and how much a
+    # foreground pixel counts against a background one in BCE (rare lesions need their pixels to count)
+    class_weights: List[float] = field(default_factory=list)
+    positive_weights: List[float] = field(default_factory=list)
 
     def weights(self) -> Dict[str, float]:
         return {"dice": self.dice, "focal": self.focal, "bce": self.bce, "jaccard": self.jaccard}
@@ -105,6 +109,11 @@ class LossConfig:
         for term, weight in self.weights().items():
             _require(math.isfinite(weight) and weight >= 0, f"loss.{term}", "a finite weight >= 0", weight)
         _require(any(w > 0 for w in self.weights().values()), "loss", "at least one weight > 0", self.weights())
+        for key in ("class_weights", "positive_weights"):
+            values = getattr(self, key)
+            _require(all(math.isfinite(v) and v > 0 for v in values), f"loss.{key}", "finite weights > 0", values)
+        _require(not (self.focal and self.class_weights), "loss.class_weights",
+                 "no class weights with loss.focal > 0 (they weight dice, jaccard and bce)", self.class_weights)
 
 
 @dataclass
@@ -120,6 +129,9 @@ class DataConfig:
     official_train_count: int = 0  # datasets split by file order (CHASE_DB1): the first N images train
     sampling: Sampling = Sampling.resize
     foreground_share: float = 0.5  # patches only: share of patches centred on a foreground pixel
+    # patches only, per channel name: share of patches centred on a pixel of that channel (drawn from an
+    # image that has it), so rare lesions are seen; non-empty replaces foreground_share
+    class_shares: Dict[str, float] = field(default_factory=dict)
     max_side: int | None = None  # patches only: downscale larger native images to this longest side
 
     def __post_init__(self) -> None:
@@ -137,6 +149,11 @@ class DataConfig:
                  self.foreground_share)
         _require(self.max_side is None or self.max_side >= 32, "data.max_side", "null or at least 32",
                  self.max_side)
+        unknown = sorted(set(self.class_shares) - set(self.channels))
+        _require(not unknown, "data.class_shares", f"keys among the channels {self.channels}", unknown)
+        shares = list(self.class_shares.values())
+        _require(all(v >= 0 for v in shares) and sum(shares) <= 1, "data.class_shares",
+                 "shares >= 0 summing to at most 1", self.class_shares)
 
     @property
     def channels(self) -> List[str]:
@@ -267,6 +284,11 @@ class Config:
                  f"null or at most image_size ({self.image_size}) so windows overlap or touch", self.inference.stride)
         _require(self.batchnorm_momentum is None or 0 <= self.batchnorm_momentum < 1, "batchnorm_momentum",
                  "null or a value in [0, 1)", self.batchnorm_momentum)
+        channels = self.data.channels
+        for key in ("class_weights", "positive_weights"):
+            values = getattr(self.loss, key)
+            _require(not values or len(values) == len(channels), f"loss.{key}",
+                     f"empty or one weight per channel {channels}", values)
 
     @property
     def artifact_stem(self) -> str:

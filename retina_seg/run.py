@@ -123,8 +123,9 @@ def train_run(cfg: DictConfig, config: Config, splits: dict, split: dict, observ
         log_dataset(config.data.name, config.data.root, {split: arrays.names for split, arrays in splits.items()})
         batch = config.trainer.batch_size
         steps = config.trainer.steps_per_epoch or math.ceil(len(splits["train"]) / batch)
+        shares = [config.data.class_shares.get(c, 0.0) for c in channels] if config.data.class_shares else None
         train = training_dataset(fit_splits["train"], batch, config.image_size, patches, config.data.foreground_share,
-                                 augmentation, config.seed)
+                                 augmentation, config.seed, shares)
         started = time.perf_counter()
         val = evaluation_dataset(fit_splits["val"], batch, strategy.num_replicas_in_sync)
         history = fit(model, train, val, steps, config.trainer, outputs, [MlflowMetrics(outbox)], config.verbose)

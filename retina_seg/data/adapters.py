@@ -6,6 +6,7 @@ An adapter only finds files and assigns splits; reading and checking pixels is `
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Callable, Dict, List, NamedTuple, Sequence
@@ -15,6 +16,7 @@ import numpy as np
 from retina_seg.config import ConfigError, DataConfig
 from retina_seg.data.synthetic import LESION_TYPES, SyntheticSpec, ensure_dataset
 
+log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".ppm", ".bmp", ".ppm.gz")
 
 
@@ -95,6 +97,14 @@ def _with_validation(samples: List[Sample], data: DataConfig, seed: int) -> List
     train = [str(s.image) for s in samples if s.split == "train"]
     split = seeded_split(train, data.val_fraction, 0.0, seed)
     return [s._replace(split=split.get(str(s.image), s.split)) for s in samples]
+
+
+def _held_out_test(samples: List[Sample], test_fraction: float, seed: int) -> List[Sample]:
+    """A seeded test split taken from the training split, for a copy of a dataset without its test set."""
+    order = np.random.default_rng(seed).permutation(len(samples))
+    n_test = max(1, round(len(samples) * test_fraction))
+    chosen = set(order[:n_test].tolist())
+    return [s._replace(split="test") if i in chosen else s for i, s in enumerate(samples)]
 
 
 def _seeded(samples: List[Sample], data: DataConfig, seed: int) -> List[Sample]:
@@ -187,22 +197,35 @@ IDRID_LAYOUT = ("IDRiD: A. Segmentation/1. Original Images/{a. Training Set,b. T
 
 
 def idrid(data: DataConfig, seed: int) -> List[Sample]:
-    """Multi-label lesions; a lesion file missing for an image means that channel is empty for it."""
+    """Multi-label lesions; a lesion file missing for an image means that channel is empty for it.
+    A copy without `b. Testing Set` gets a seeded test split of `data.test_fraction` of its training images."""
     unknown = sorted(set(data.lesion_types) - set(IDRID_LESIONS))
     if unknown:
         raise ConfigError(f"data.lesion_types has {unknown}: IDRiD provides {list(IDRID_LESIONS)}")
     root = _require_dir(Path(data.root), "A. Segmentation", IDRID_LAYOUT)
+    official_test = (root / "1. Original Images" / IDRID_PARTS["test"]).is_dir()
     samples = []
     for split, part in IDRID_PARTS.items():
+        if split == "test" and not official_test:
+            continue
         images = _require_dir(root, f"1. Original Images/{part}", IDRID_LAYOUT)
         truths = _require_dir(root, f"2. All Segmentation Groundtruths/{part}", IDRID_LAYOUT)
         for image in _files(images, r"IDRiD_\d+\.jpe?g", IDRID_LAYOUT):
             masks = tuple(_find(truths / IDRID_LESIONS[name], f"{_stem(image)}_{name}") for name in data.lesion_types)
+            if not any(masks) and not any(_find(truths / lesion, f"{_stem(image)}_{code}")
+                                          for code, lesion in IDRID_LESIONS.items()):
+                raise LayoutError(f"{image}: no ground truth file for any lesion type under '{truths}' "
+                                  f"(expected at least one <N. Lesion>/{_stem(image)}_<code>.tif)")
             samples.append(Sample(image, masks, None, split))
     for channel, name in enumerate(data.lesion_types):
         if all(s.masks[channel] is None for s in samples):
             raise LayoutError(f"IDRiD lesion {name}: no ground truth file for any image under "
                               f"'{root}/2. All Segmentation Groundtruths/*/{IDRID_LESIONS[name]}'")
+    if not official_test:
+        samples = _held_out_test(samples, data.test_fraction, seed)
+        log.info("IDRiD: no '%s' under %s: testing on %d of the %d training images (seed %d): %s",
+                 IDRID_PARTS["test"], root / "1. Original Images", sum(s.split == "test" for s in samples),
+                 len(samples), seed, ", ".join(s.image.stem for s in samples if s.split == "test"))
     return _with_validation(samples, data, seed)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import threading
+from typing import Sequence
 
 import albumentations as A
 import numpy as np
@@ -25,21 +26,29 @@ def to_model_input(images: np.ndarray) -> np.ndarray:
 
 
 class ExampleMaker:
-    """Makes training example number `draw` from image `index`: a size x size crop (patch sampling,
-    centred on a foreground pixel with probability `foreground_share`) or the resized image, then
-    the augmentation, seeded from (seed, draw)."""
+    """Makes training example number `draw` from image `index`: a size x size crop or the resized image,
+    then the augmentation, seeded from (seed, draw). Crops are centred on a foreground pixel of any channel
+    with probability `foreground_share`; with `class_shares` (one share per channel) instead on a pixel of
+    channel c with probability class_shares[c], taken from an image that has that channel (a rare lesion
+    present in half the images is then seen as often as asked), and anywhere otherwise."""
 
     def __init__(self, arrays: Arrays, size: int, patches: bool, foreground_share: float,
-                 augmentation: A.Compose | None, seed: int):
+                 augmentation: A.Compose | None, seed: int, class_shares: Sequence[float] | None = None):
         self.arrays, self.size, self.patches = arrays, size, patches
         self.foreground_share, self.augmentation, self.seed = foreground_share, augmentation, seed
+        self.class_shares = np.cumsum(class_shares) if class_shares is not None else None
+        channels = arrays.masks[0].shape[-1] if len(arrays) else 0
+        self.holders = [[i for i, m in enumerate(arrays.masks) if m[..., c].any()] for c in range(channels)]
         self.local = threading.local()  # one Compose per thread: seeding a shared one is not thread-safe
 
     def __call__(self, index, draw):
         rng = np.random.default_rng([self.seed, int(draw)])
-        image, masks = self.arrays.images[int(index)], self.arrays.masks[int(index)]
+        index = int(index)
         if self.patches:
-            image, masks = self.crop(image, masks, rng)
+            index, channel = self.centre_on(index, rng)
+            image, masks = self.crop(self.arrays.images[index], self.arrays.masks[index], channel, rng)
+        else:
+            image, masks = self.arrays.images[index], self.arrays.masks[index]
         if self.augmentation is not None:
             compose = getattr(self.local, "compose", None)
             if compose is None:
@@ -49,15 +58,29 @@ class ExampleMaker:
             image, masks = out["image"], out["mask"]
         return np.ascontiguousarray(image), np.ascontiguousarray(masks)
 
-    def crop(self, image, masks, rng):
-        """A size x size window; images smaller than a window are zero-padded first."""
+    def centre_on(self, index: int, rng: np.random.Generator) -> tuple:
+        """(image index, channel to centre on: an int, "any" for any foreground, None for anywhere)."""
+        if self.class_shares is None:
+            return index, "any" if rng.random() < self.foreground_share else None
+        channel = int(np.searchsorted(self.class_shares, rng.random(), side="right"))
+        if channel >= len(self.holders) or not self.holders[channel]:
+            return index, None
+        holders = self.holders[channel]
+        return (index if index in holders else holders[rng.integers(len(holders))]), channel
+
+    def crop(self, image, masks, channel, rng):
+        """A size x size window centred on a pixel of `channel` if it has one; images smaller than a window
+        are zero-padded first."""
         height, width = image.shape[:2]
         pad_h, pad_w = max(0, self.size - height), max(0, self.size - width)
         if pad_h or pad_w:
             image = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)))
             masks = np.pad(masks, ((0, pad_h), (0, pad_w), (0, 0)))
             height, width = image.shape[:2]
-        foreground = np.argwhere(masks.any(axis=-1)) if rng.random() < self.foreground_share else ()
+        if channel is None:
+            foreground = ()
+        else:
+            foreground = np.argwhere(masks.any(axis=-1) if channel == "any" else masks[..., channel])
         if len(foreground):
             cy, cx = foreground[rng.integers(len(foreground))]
             top = int(np.clip(cy - self.size // 2, 0, height - self.size))
@@ -69,10 +92,12 @@ class ExampleMaker:
 
 
 def training_dataset(arrays: Arrays, batch_size: int, size: int, patches: bool, foreground_share: float,
-                     augmentation: A.Compose | None, seed: int) -> tf.data.Dataset:
+                     augmentation: A.Compose | None, seed: int,
+                     class_shares: Sequence[float] | None = None) -> tf.data.Dataset:
     """Endless batches of (image float32 (B, size, size, 3), mask float32 (B, size, size, C)); each epoch
-    visits every image once in a seeded shuffled order."""
-    maker = ExampleMaker(arrays, size, patches, foreground_share, augmentation, seed)
+    visits every image once in a seeded shuffled order (patches centred on a rare class may come from
+    another image that has it, see ExampleMaker)."""
+    maker = ExampleMaker(arrays, size, patches, foreground_share, augmentation, seed, class_shares)
     channels = arrays.masks[0].shape[-1]
 
     def make(index, draw):
