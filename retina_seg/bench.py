@@ -73,7 +73,7 @@ def pipeline_section(args, overrides: list[str]) -> None:
     config = compose_bench_config(args.chase_root, overrides)
     batch, size = config.trainer.batch_size, config.image_size
     started = time.perf_counter()
-    train = load_splits(config.data, config.preprocess, config.seed)["train"]
+    train = load_splits(config.data, config.preprocess, config.seed, cache_dir=config.cache_dir)["train"]
     load_seconds = time.perf_counter() - started
     source = f"{config.data.name} ({len(train)} training images, {train.images[0].shape[1]}x{train.images[0].shape[0]})"
 

@@ -273,6 +273,7 @@ class Config:
     encoder_weights: str | None = None  # null: random init; "imagenet": downloads (needs network)
     batchnorm_momentum: float | None = None  # null: the backbone's own (0.99)
     verbose: bool = False  # TensorFlow's notices and Keras' progress bars on the terminal
+    cache_dir: str | None = None  # decoded, preprocessed samples are kept here between runs; null: no cache
 
     def __post_init__(self) -> None:
         multiple = self.arch.size_multiple

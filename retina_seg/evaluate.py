@@ -22,7 +22,17 @@ from hydra.core.hydra_config import HydraConfig
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from retina_seg.config import Config, ConfigError, DataConfig, EvaluateConfig, Rescale, Sampling, compose_tree, validate
+from retina_seg.config import (
+    Config,
+    ConfigError,
+    DataConfig,
+    EvaluateConfig,
+    Rescale,
+    Sampling,
+    Task,
+    compose_tree,
+    validate,
+)
 from retina_seg.data.adapters import ADAPTERS, OFFICIAL_TEST
 from retina_seg.data.folds import split_record
 from retina_seg.data.loading import DataError, list_samples, load_splits
@@ -48,7 +58,7 @@ def reevaluate(config: EvaluateConfig, workdir: Path, own_data: bool) -> dict:
     data, seed = (trained.data, trained.seed) if own_data else (config.data, config.seed)
     check_channels(logged, run_id, data)
     # the model only works with the preprocessing and scale it was trained with
-    splits = load_splits(data, trained.preprocess, seed)
+    splits = load_splits(data, trained.preprocess, seed, cache_dir=config.cache_dir)
     # a fold ensemble's folds trained on its own validation images: keep the threshold it was logged with
     thresholds = logged.thresholds if own_data and len(logged.models) > 1 else None
     return evaluate_logged(logged, run_id, data, seed, splits, config, workdir / "artifacts", thresholds=thresholds)
@@ -95,7 +105,8 @@ def evaluate_logged(logged: LoggedModel, run_id: str, data: DataConfig, seed: in
         mlflow.log_params({"evaluated_run_id": run_id, "data.name": data.name, "data.root": data.root,
                            "inference.stride": predictor.stride, "inference.flip_tta": config.inference.flip_tta,
                            **(params or {})})
-        summary = evaluate_model(predictor, splits, data.channels, staging, thresholds, observers)
+        summary = evaluate_model(predictor, splits, data.channels, staging, thresholds, observers,
+                                 lesions=data.task is Task.lesions)
         log_summary(summary)
         # the report's config section describes the evaluated model
         write_report(staging, f"run {run_id} evaluated on {data.name} ({run.info.run_id})",
@@ -153,7 +164,7 @@ def cross_dataset(config: EvaluateConfig, workdir: Path) -> pd.DataFrame:
         if data is None:
             rows.append({**row, **client.get_run(run_id).data.metrics})
             continue
-        splits = load_splits(data, trained.preprocess, config.seed)
+        splits = load_splits(data, trained.preprocess, config.seed, cache_dir=config.cache_dir)
         if config.rescale is Rescale.fov and trained.data.sampling is Sampling.patches:
             width = training_fov_width(logged, run_id, config.tracking.uri)
             rescaled = {split: rescale_to_fov(arrays, width) for split, arrays in splits.items()}

@@ -26,7 +26,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from retina_seg.config import Config, ConfigError, Sampling, validate
+from retina_seg.config import Config, ConfigError, Sampling, Task, validate
 from retina_seg.data.augment import build_augmentation
 from retina_seg.data.folds import fold_samples, plan_folds, split_record
 from retina_seg.data.loading import DataError, list_samples, load_splits, regroup, resize_arrays
@@ -82,7 +82,7 @@ def run_job(cfg: DictConfig, workdir: Path, sweep_tags: dict | None = None) -> J
     observers = {s.image.stem: s.second for s in samples if s.second}
     if config.cv.folds:
         return run_folds(cfg, config, samples, observers, workdir, tags, sweep_tags or {}, name)
-    splits = load_splits(config.data, config.preprocess, config.seed, samples)
+    splits = load_splits(config.data, config.preprocess, config.seed, samples, config.cache_dir)
     return train_run(cfg, config, splits, split_record(samples), observers, workdir, {**tags, **(sweep_tags or {})},
                      name)
 
@@ -132,8 +132,10 @@ def train_run(cfg: DictConfig, config: Config, splits: dict, split: dict, observ
         outbox.log_metrics({"train_seconds": time.perf_counter() - started})
         plot_history(history, staging / "curves.png")
 
-        predictor = Predictor(model, config.image_size, config.data.sampling, config.inference)
-        summary = evaluate_model(predictor, splits, channels, staging, second=observers)
+        predictor = Predictor(model, config.image_size, config.data.sampling, config.inference,
+                              max_side=config.data.max_side)
+        summary = evaluate_model(predictor, splits, channels, staging, second=observers,
+                                 lesions=config.data.task is Task.lesions)
         log_summary(summary, outbox.log_metrics)
         write_report(staging, f"{name} ({run.info.run_id})", run_sections(staging, cfg))
         outbox.log_artifacts(staging)
@@ -151,7 +153,7 @@ def run_folds(cfg: DictConfig, config: Config, samples: list, observers: dict, w
     parent run starts, so bad input leaves no run behind."""
     plan = plan_folds(samples, config.data.name, config.cv.folds, config.seed)
     folds = [fold_samples(samples, plan, k, config.data.val_fraction, config.seed) for k in range(plan.folds)]
-    decoded = load_splits(config.data, config.preprocess, config.seed, folds[0])
+    decoded = load_splits(config.data, config.preprocess, config.seed, folds[0], config.cache_dir)
     fold_splits = [regroup(decoded, fold, config.data) for fold in folds]
     staging = workdir / "artifacts"
     staging.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ TINY = ["trainer=fast", "image_size=64", "data.num_images=8", "backbone=resnet18
 def isolate(tmp_path: Path) -> list[str]:
     """Overrides that point the store, the artifacts and the synthetic cache into tmp_path."""
     return [f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"tracking.artifact_location={tmp_path}/artifacts",
-            f"data.root={tmp_path}/cache", "tracking.experiment=test"]
+            f"data.root={tmp_path}/cache", "tracking.experiment=test", f"cache_dir={tmp_path}/arrays"]
 
 
 def compose_config(overrides: list[str], name: str = "config"):

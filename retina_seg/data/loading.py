@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from retina_seg.config import ConfigError, DataConfig, PreprocessConfig
 from retina_seg.data.adapters import ADAPTERS, LayoutError, Sample
+from retina_seg.data.cache import ArrayCache, sample_key
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -172,22 +173,41 @@ def resized(image: np.ndarray, masks: np.ndarray, fov: np.ndarray, size: tuple) 
 
 
 def load_arrays(samples: Sequence[Sample], preprocess: PreprocessConfig, max_side: int | None = None,
-                workers: int = 4) -> Arrays:
+                workers: int = 4, cache_dir: str | None = None) -> Arrays:
     """Decode samples in parallel threads (OpenCV releases the GIL) at native resolution, capped at max_side.
-    Every file is decoded and checked; all problems are raised together, one line each."""
-    def one(sample):
+    Every file is decoded and checked; all problems are raised together, one line each. With `cache_dir`,
+    samples decoded by an earlier run with the same files and preprocessing are read back."""
+    cache = ArrayCache(cache_dir) if cache_dir else None
+
+    def decode(sample):
         try:
             image, masks, fov = load_sample(sample, preprocess)
         except DataError as exc:
             return exc
         return resized(image, masks, fov, capped_size(image.shape, max_side))
 
+    def cached(sample):
+        key = sample_key([sample.image, *sample.masks, sample.fov], preprocess, max_side)
+        return key, cache.get(sample.image.stem, key)
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        decoded = list(tqdm(pool.map(one, samples), total=len(samples), desc="decoding images", unit="image",
-                            disable=None, leave=False))
+        looked_up = list(pool.map(cached, samples)) if cache else [(None, None)] * len(samples)
+        missing = [i for i, (_, hit) in enumerate(looked_up) if hit is None]
+        decoded = [hit for _, hit in looked_up]
+        progress = tqdm(total=len(missing), desc="decoding images" + (" into the cache" if cache else ""),
+                        unit="image", disable=None, leave=False)
+        for index, arrays in zip(missing, pool.map(decode, [samples[i] for i in missing]), strict=True):
+            decoded[index] = arrays
+            if cache and not isinstance(arrays, DataError):
+                cache.put(samples[index].image.stem, looked_up[index][0], *arrays)
+            progress.update()
+        progress.close()
     problems = [str(d) for d in decoded if isinstance(d, DataError)]
     if problems:
         raise DataError("\n".join(problems))
+    if cache and samples:
+        log.info("data cache %s: %d of %d samples read back, %d decoded", cache.folder, len(samples) - len(missing),
+                 len(samples), len(missing))
     return Arrays(images=[d[0] for d in decoded], masks=[d[1] for d in decoded],
                   fov=[d[2].astype(bool) for d in decoded], names=[s.image.stem for s in samples])
 
@@ -209,11 +229,13 @@ def check_channels(arrays: Dict[str, Arrays], channels: List[str], root: str) ->
 
 
 def load_splits(data: DataConfig, preprocess: PreprocessConfig, seed: int,
-                samples: Sequence[Sample] | None = None) -> Dict[str, Arrays]:
+                samples: Sequence[Sample] | None = None, cache_dir: str | None = None) -> Dict[str, Arrays]:
     """The configured dataset (or `samples` of it, e.g. one cross-validation fold), read and checked, as
-    arrays per split at native resolution (capped at `data.max_side`): evaluation happens at this resolution."""
+    arrays per split at native resolution (capped at `data.max_side`): evaluation happens at this resolution.
+    `cache_dir`: see `load_arrays`."""
     samples = list_samples(data, seed) if samples is None else samples
-    everything = load_arrays(samples, preprocess, data.max_side)  # one pass: every bad file reported at once
+    # one pass: every bad file reported at once
+    everything = load_arrays(samples, preprocess, data.max_side, cache_dir=cache_dir)
     arrays = {split: everything.take([i for i, s in enumerate(samples) if s.split == split]) for split in SPLITS}
     check_channels(arrays, data.channels, data.root)
     return arrays

@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from retina_seg.config import InferenceConfig, InferenceMode, Sampling
+from retina_seg.data.loading import capped_size
 from retina_seg.data.pipeline import to_model_input
 
 
@@ -34,6 +35,7 @@ class Predictor:
     sampling: Sampling
     settings: InferenceConfig
     size_multiple: int = 32  # whole mode pads images to a multiple of this (the encoder's total stride)
+    max_side: int | None = None  # the training data's cap (data.max_side): larger images are predicted at it
 
     def __post_init__(self) -> None:
         # a plain compiled forward pass: unlike model.predict it does not split a batch across the
@@ -51,6 +53,16 @@ class Predictor:
         return self.settings.stride or self.window // 2
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
+        """Probabilities at the image's own size; an image above max_side is seen at the training scale,
+        and its probabilities are scaled back."""
+        height, width = image.shape[:2]
+        size = capped_size(image.shape, self.max_side if self.sampling is Sampling.patches else None)
+        if size == (width, height):
+            return self._at_scale(image)
+        prob = self._at_scale(cv2.resize(image, size, interpolation=cv2.INTER_AREA))
+        return cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR).reshape(height, width, -1)
+
+    def _at_scale(self, image: np.ndarray) -> np.ndarray:
         views = [(False, False), (True, False), (False, True), (True, True)]
         if not self.settings.flip_tta:
             views = views[:1]

@@ -17,9 +17,10 @@ import mlflow
 from tqdm import tqdm
 
 from retina_seg.data.loading import Arrays, read_mask
-from retina_seg.inference.metrics import FIXED_THRESHOLD, choose_thresholds, evaluate, observer_metrics
+from retina_seg.inference.metrics import FIXED_THRESHOLD, choose_thresholds, evaluate, observer_metrics, pooled_metrics
 from retina_seg.inference.predictor import Predictor
 from retina_seg.tracking.figures import plot_examples
+from retina_seg.tracking.lesion_figures import plot_lesions
 from retina_seg.tracking.result_figures import plot_best_worst, plot_roc_pr
 
 log = logging.getLogger(__name__)
@@ -31,10 +32,12 @@ def predict_split(predictor: Predictor, arrays: Arrays, label: str) -> list:
 
 
 def evaluate_model(predictor: Predictor, splits: dict, channels: list[str], staging: Path,
-                   thresholds: dict | None = None, second: dict | None = None) -> dict:
+                   thresholds: dict | None = None, second: dict | None = None, lesions: bool = False) -> dict:
     """Choose thresholds on validation (unless given), evaluate test, write metrics/ and the figures
     into `staging`; returns the summary (MLflow metric names). `second`: image name -> the second human
-    observer's mask file, scored against the same truth as a reference (`metrics/second_observer.csv`)."""
+    observer's mask file, scored against the same truth as a reference (`metrics/second_observer.csv`).
+    `lesions`: also the IDRiD challenge's pooled AUPR per lesion type and one overlay figure per test
+    image in lesions/."""
     if thresholds is None:
         thresholds = choose_thresholds(predict_split(predictor, splits["val"], "validation"), splits["val"], channels)
     test = splits["test"]
@@ -42,6 +45,8 @@ def evaluate_model(predictor: Predictor, splits: dict, channels: list[str], stag
     probs = predict_split(predictor, test, "test")
     per_image, summary = evaluate(probs, test, channels, thresholds)
     summary["inference_ms_per_image"] = 1000 * (time.perf_counter() - started) / len(test)
+    if lesions:
+        summary.update(pooled_metrics(probs, test, channels, thresholds))
     (staging / "metrics").mkdir(parents=True, exist_ok=True)
     per_image.to_csv(staging / "metrics" / "per_image.csv", index=False)
     (staging / "metrics" / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -53,6 +58,12 @@ def evaluate_model(predictor: Predictor, splits: dict, channels: list[str], stag
     (staging / "figures").mkdir(exist_ok=True)
     plot_roc_pr(probs, test, channels, staging / "figures" / "roc_pr.png", observer)
     plot_best_worst(probs, test, per_image, thresholds, staging / "figures" / "best_worst.png")
+    if lesions:
+        for image, truth, prob, name in zip(test.images, test.masks, probs, test.names, strict=True):
+            plot_lesions(image, truth, prob, channels, thresholds, name, staging / "lesions" / f"{name}.png")
+        pooled = {c: round(summary[f"test_aupr_{c.lower()}"], 4) for c in channels}
+        log.info("test AUPR pooled over images (IDRiD protocol) %s, mAUPR %.4f", pooled,
+                 summary.get("test_maupr", math.nan))
     log.info("test F1 %.4f (threshold %s chosen on validation; at 0.5: %.4f), AUC %.4f, all-foreground F1 %.4f",
              summary["test_f1"], {k: round(v, 3) for k, v in thresholds.items()}, summary["test_f1_at_0.5"],
              summary["test_auc"], summary["test_f1_trivial"])

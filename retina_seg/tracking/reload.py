@@ -60,7 +60,9 @@ class LoggedModel:
 
     def predictor(self, settings: InferenceConfig) -> Predictor | EnsemblePredictor:
         """The full-resolution predictor; a cross-validation run's folds average their probabilities."""
-        members = [Predictor(m, self.config.image_size, self.config.data.sampling, settings) for m in self.models]
+        members = [Predictor(m, self.config.image_size, self.config.data.sampling, settings,
+                             max_side=self.config.data.max_side)
+                   for m in self.models]
         return members[0] if len(members) == 1 else EnsemblePredictor(members)
 
 

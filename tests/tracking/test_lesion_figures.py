@@ -1,0 +1,66 @@
+"""Lesion overlays, and the evaluation stage of a lesion run: pooled AUPR, per-image CSV and one figure per image."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib.image as mpimg
+import numpy as np
+import pandas as pd
+
+from retina_seg.config import InferenceConfig, Sampling
+from retina_seg.data.loading import Arrays
+from retina_seg.inference.predictor import Predictor
+from retina_seg.tracking.evaluation import evaluate_model
+from retina_seg.tracking.lesion_figures import LESION_COLOURS, densest_crop, paint, plot_lesions
+from tests.inference.test_predictor import pointwise_model
+
+CHANNELS = ["MA", "EX"]
+
+
+def lesion_masks(height=120, width=160):
+    masks = np.zeros((height, width, 2), np.uint8)
+    masks[10, 150, 0] = 1  # a lone microaneurysm
+    masks[80:90, 20:30, 1] = 1  # a dense cluster of exudates ...
+    masks[95:100, 35:40, 0] = 1  # ... with microaneurysms beside it
+    return masks
+
+
+def test_densest_crop_finds_the_cluster_and_stays_inside():
+    top, left, side = densest_crop(lesion_masks(), 40)
+    assert side == 40 and top <= 80 and top + side >= 100 and left <= 20 and left + side >= 40
+    assert 0 <= top <= 120 - side and 0 <= left <= 160 - side
+    assert densest_crop(lesion_masks(), 500)[2] == 120  # never larger than the image
+
+
+def test_paint_uses_one_colour_per_lesion_type():
+    image = np.full((120, 160, 3), 90, np.uint8)
+    painted = paint(image, lesion_masks(), CHANNELS, alpha=1.0)
+    assert tuple(painted[10, 150]) == LESION_COLOURS["MA"] and tuple(painted[85, 25]) == LESION_COLOURS["EX"]
+    assert tuple(painted[0, 0]) == (90, 90, 90)
+
+
+def test_plot_lesions_writes_truth_beside_prediction(tmp_path):
+    masks = lesion_masks()
+    prob = masks.astype(np.float32) * 0.9
+    path = tmp_path / "lesions" / "img.png"
+    plot_lesions(np.full((120, 160, 3), 90, np.uint8), masks, prob, CHANNELS, {"MA": 0.5, "EX": 0.5}, "img", path)
+    picture = mpimg.imread(path)
+    assert picture.shape[0] > 1000 and picture.shape[1] > 1000
+    colours = {tuple(np.round(p * 255).astype(int)) for p in picture[..., :3].reshape(-1, 3)[::7]}
+    assert LESION_COLOURS["EX"] in colours  # the legend and the panels carry the exudate colour
+
+
+def test_lesion_evaluation_writes_pooled_metrics_csv_and_figures(tmp_path):
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 255, (96, 128, 3), dtype=np.uint8) for _ in range(3)]
+    masks = [(rng.random((96, 128, 2)) < 0.03).astype(np.uint8) for _ in range(3)]
+    arrays = Arrays(images=images, masks=masks, fov=[np.ones((96, 128), bool)] * 3, names=["a", "b", "c"])
+    predictor = Predictor(pointwise_model(), 64, Sampling.patches, InferenceConfig())
+    summary = evaluate_model(predictor, {"val": arrays, "test": arrays}, CHANNELS, tmp_path, lesions=True)
+    assert {"test_aupr_ma", "test_aupr_ex", "test_maupr", "test_f1_pooled_ma"} <= set(summary)
+    assert 0 < summary["test_maupr"] < 0.2  # a random model on random lesions: near the 3% base rate
+    assert json.loads((tmp_path / "metrics" / "summary.json").read_text())["test_maupr"] == summary["test_maupr"]
+    table = pd.read_csv(tmp_path / "metrics" / "per_image.csv")
+    assert len(table) == 6 and {"image", "channel", "aupr", "f1"} <= set(table.columns)
+    assert sorted(p.name for p in (tmp_path / "lesions").iterdir()) == ["a.png", "b.png", "c.png"]
