@@ -65,6 +65,21 @@ def test_loss_is_the_weighted_sum_of_terms():
     assert float(loss(y_true, y_pred)) == pytest.approx(float(expected), rel=1e-5)
 
 
+def test_per_channel_weights_weigh_lesion_pixels_in_bce_and_channels_in_dice():
+    config = validate(compose_config(["data.task=lesions", "data.lesion_types=[MA,EX]", "loss=bce_dice",
+                                      "loss.positive_weights=[10,1]", "loss.class_weights=[2,1]"]))
+    rng = np.random.default_rng(4)
+    truth = (rng.random((2, 8, 8, 2)) < 0.2).astype(np.float32)
+    prob = rng.uniform(0.05, 0.95, (2, 8, 8, 2)).astype(np.float32)
+    class_w, positive_w = np.array([2.0, 1.0]), np.array([10.0, 1.0])
+    bce = np.mean(-(positive_w * truth * np.log(prob) + (1 - truth) * np.log(1 - prob)) * class_w)
+    tp, fp, fn = ((truth * prob).sum((0, 1, 2)), ((1 - truth) * prob).sum((0, 1, 2)),
+                  (truth * (1 - prob)).sum((0, 1, 2)))
+    dice = 1 - np.mean(2 * tp / (2 * tp + fp + fn) * class_w)
+    got = float(build_loss(config.loss)(tf.constant(truth), tf.constant(prob)))
+    assert got == pytest.approx(bce + dice, rel=1e-4)
+
+
 @pytest.mark.parametrize("backbone", ["efficientnetb0", "vgg16", "densenet121", "mobilenetv2"])
 def test_backbone_normalization_is_the_encoders_own_preprocessing_inside_the_model(backbone):
     from segmentation_models import get_preprocessing
