@@ -52,13 +52,13 @@ def shrunk_copy(root, count=6, factor=8):
 def test_shrunk_real_images_load_split_and_come_back_from_the_cache(tmp_path, caplog):
     config = config_for(shrunk_copy(tmp_path / "idrid"), "image_size=64")
     cache = str(tmp_path / "arrays")
-    splits = load_splits(config.data, config.preprocess, config.seed, cache)
+    splits = load_splits(config.data, config.preprocess, config.seed, cache_dir=cache)
     assert {s: len(a) for s, a in splits.items()} == {"train": 4, "val": 1, "test": 1}
     masks = [m for a in splits.values() for m in a.masks]
     assert all(m.shape == (356, 536, 4) and set(np.unique(m)) <= {0, 1} for m in masks)
     fraction = np.mean([m.mean(axis=(0, 1)) for m in masks], axis=0)
     assert fraction[2] > fraction[0] > 0  # hard exudates cover far more than microaneurysms
     with caplog.at_level(logging.INFO, logger="retina_seg.data.loading"):
-        again = load_splits(config.data, config.preprocess, config.seed, cache)
+        again = load_splits(config.data, config.preprocess, config.seed, cache_dir=cache)
     assert "4 of 4 samples read back, 0 decoded" in caplog.text
     assert np.array_equal(again["test"].images[0], splits["test"].images[0])
