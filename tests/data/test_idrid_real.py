@@ -60,5 +60,5 @@ def test_shrunk_real_images_load_split_and_come_back_from_the_cache(tmp_path, ca
     assert fraction[2] > fraction[0] > 0  # hard exudates cover far more than microaneurysms
     with caplog.at_level(logging.INFO, logger="retina_seg.data.loading"):
         again = load_splits(config.data, config.preprocess, config.seed, cache_dir=cache)
-    assert "4 of 4 samples read back, 0 decoded" in caplog.text
+    assert "6 of 6 samples read back, 0 decoded" in caplog.text
     assert np.array_equal(again["test"].images[0], splits["test"].images[0])
