@@ -222,6 +222,7 @@ class InferenceConfig:
     mode: InferenceMode = InferenceMode.tiles
     memory_budget_mb: int = 4096  # whole: the largest activation memory one forward pass may take
     jit_compile: bool = False  # XLA-compile the forward pass
+    fov_mask: bool = True  # zero predictions outside the field of view derived from the image's red channel
 
     def __post_init__(self) -> None:
         _require(self.memory_budget_mb >= 64, "inference.memory_budget_mb", "at least 64 (MB)",
@@ -237,6 +238,21 @@ class CvConfig:
 
     def __post_init__(self) -> None:
         _require(self.folds == 0 or self.folds >= 2, "cv.folds", "0 (off) or an integer >= 2", self.folds)
+
+
+class ServeConfig:
+    """Limits of the served model (the logged pyfunc): requests outside them get HTTP 400 before any decoding."""
+
+    min_side: int = 32  # smaller images are refused: no fundus photograph is this small
+    max_side: int = 8192  # larger ones too, read from the file header (a small PNG can decode to gigabytes)
+    max_image_mb: float = 20.0  # largest encoded image file accepted per row
+
+    def __post_init__(self) -> None:
+        _require(self.min_side >= 1, "serve.min_side", "an integer >= 1", self.min_side)
+        _require(self.max_side >= self.min_side, "serve.max_side", f"an integer >= serve.min_side ({self.min_side})",
+                 self.max_side)
+        _require(math.isfinite(self.max_image_mb) and self.max_image_mb > 0, "serve.max_image_mb", "a size > 0",
+                 self.max_image_mb)
 
 
 @dataclass
@@ -268,6 +284,7 @@ class Config:
     tracking: TrackingConfig = MISSING
     inference: InferenceConfig = field(default_factory=InferenceConfig)  # runs logged before it existed reload
     cv: CvConfig = field(default_factory=CvConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     image_size: int = 256
     seed: int = 42
     encoder_weights: str | None = None  # null: random init; "imagenet": downloads (needs network)

@@ -4,7 +4,9 @@ For every readable image: `<stem>_prob.png` (probability x 255), `<stem>_mask.pn
 threshold chosen on validation when the model was evaluated) and `<stem>_overlay.png` (the mask
 painted over the image); multi-label models write one prob/mask file per channel
 (`<stem>_prob_MA.png`, ...). Unreadable files are reported and skipped; the batch goes on.
-The model's own training preprocessing and scale are applied, read from the run's `config.yaml`.
+The model's own training preprocessing and scale are applied, read from the run's `config.yaml`;
+predictions outside the field of view are zero unless `inference.fov_mask=false`. The served MLflow
+model runs the same Segmenter, so its masks are these masks.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from tqdm import tqdm
 
 from retina_seg.config import ConfigError, PredictConfig, validate
 from retina_seg.data.adapters import IMAGE_SUFFIXES
-from retina_seg.data.loading import DataError, preprocess_image, read_image
+from retina_seg.data.loading import DataError, read_image
 from retina_seg.tracking.figures import overlay
-from retina_seg.tracking.reload import ModelSourceError, load_logged_model
+from retina_seg.tracking.reload import ModelSourceError, load_segmenter
 from retina_seg.tracking.runs import check_tracking
 
 log = logging.getLogger(__name__)
@@ -52,11 +54,9 @@ def predict_folder(config: PredictConfig) -> tuple[list[Path], list[str]]:
     inputs = list_inputs(Path(config.input))
     if config.run_id:
         check_tracking(config.tracking)
-    logged = load_logged_model(config.run_id or config.model, config.tracking.uri, trust=config.trust_model,
-                               fallback=config)
-    trained = logged.config
-    channels = trained.data.channels
-    predictor = logged.predictor(config.inference)
+    segmenter = load_segmenter(config.run_id or config.model, config.tracking.uri, trust=config.trust_model,
+                               inference=config.inference, fallback=config)
+    channels = segmenter.channels
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
     done, skipped = [], []
@@ -66,8 +66,8 @@ def predict_folder(config: PredictConfig) -> tuple[list[Path], list[str]]:
         except DataError as exc:
             skipped.append(str(exc))
             continue
-        prob = predictor(preprocess_image(image, trained.preprocess))
-        masks = np.stack([prob[..., c] >= logged.thresholds[name] for c, name in enumerate(channels)], axis=-1)
+        prob = segmenter.probabilities(image)
+        masks = segmenter.masks(prob)
         stem = path.name.split(".")[0]
         for c, name in enumerate(channels):
             suffix = "" if len(channels) == 1 else f"_{name}"

@@ -16,11 +16,14 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import albumentations as A
+import cv2
 import hydra
 import mlflow
+import numpy as np
 import tensorflow as tf
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -29,12 +32,21 @@ from omegaconf import DictConfig, OmegaConf
 from retina_seg.config import Config, ConfigError, Sampling, Task, validate
 from retina_seg.data.augment import build_augmentation
 from retina_seg.data.folds import fold_samples, plan_folds, split_record
-from retina_seg.data.loading import DataError, list_samples, load_splits, regroup, resize_arrays
+from retina_seg.data.loading import (
+    DataError,
+    capped_size,
+    list_samples,
+    load_splits,
+    read_image,
+    regroup,
+    resize_arrays,
+)
 from retina_seg.data.pipeline import evaluation_dataset, training_dataset
 from retina_seg.data.scale import median_fov_width
 from retina_seg.inference.ensemble import EnsemblePredictor
 from retina_seg.inference.predictor import Predictor
 from retina_seg.model.factory import build_model
+from retina_seg.serve.pyfunc import log_pipeline_model
 from retina_seg.tracking.crossval import (
     fold_statistics,
     fold_table,
@@ -139,7 +151,7 @@ def train_run(cfg: DictConfig, config: Config, splits: dict, split: dict, observ
         log_summary(summary, outbox.log_metrics)
         write_report(staging, f"{name} ({run.info.run_id})", run_sections(staging, cfg))
         outbox.log_artifacts(staging)
-        outbox.log_model(model, keras_model_kwargs={"save_format": "h5"}, pip_requirements=_requirements())
+        outbox.log_model(partial(log_pipeline_model, staging, config, example_photograph(config)))
         objective = float(history[config.trainer.monitor].agg(config.trainer.monitor_mode.value))
         outbox.log_metrics({"objective": objective})
     return JobResult(run_id=run.info.run_id, model=model, metrics=summary, objective=objective)
@@ -194,11 +206,12 @@ def run_folds(cfg: DictConfig, config: Config, samples: list, observers: dict, w
     return JobResult(run_id=run.info.run_id, model=None, metrics=summary, objective=objective)
 
 
-def _requirements() -> list[str]:
-    """What a serving environment needs to load the logged model (given explicitly: inference is slow)."""
-    from importlib.metadata import version
-
-    return [f"{name}=={version(name)}" for name in ("tensorflow", "tf-keras", "segmentation-models", "h5py")]
+def example_photograph(config: Config) -> np.ndarray:
+    """The first test photograph as read from its file (no preprocessing), at most 256 px a side: the logged
+    model's input example, small so that the check MLflow runs on it when logging stays quick."""
+    sample = next(s for s in list_samples(config.data, config.seed) if s.split == "test")
+    image = read_image(sample.image)
+    return cv2.resize(image, capped_size(image.shape, 256), interpolation=cv2.INTER_AREA)
 
 
 def sweep_tags(hydra_config) -> dict:

@@ -1,6 +1,6 @@
 """The package's layering: imports run downward only, so a reader can trust a part's name.
 
-apps (top-level modules) -> serve / tracking -> training / inference -> model / data -> config.
+apps (top-level modules) -> serve -> tracking -> training / inference -> model / data -> config.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 from retina_seg.config import PROJECT_ROOT
 
 PACKAGE = PROJECT_ROOT / "retina_seg"
-LAYER = {"config": 0, "data": 1, "model": 1, "training": 2, "inference": 2, "tracking": 3, "serve": 3}
-APP = 4  # every other top-level module: `python -m retina_seg.<app>` and the Hydra glue
+LAYER = {"config": 0, "data": 1, "model": 1, "training": 2, "inference": 2, "tracking": 3, "serve": 4}
+APP = 5  # every other top-level module: `python -m retina_seg.<app>` and the Hydra glue
 
 
 def part(module: str) -> str:

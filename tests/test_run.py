@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -105,14 +104,6 @@ def test_reload_from_run_id_and_folder_predicts_identically(finished):
     np.testing.assert_allclose(from_run.predict(images, verbose=0), expected, atol=1e-6)
     from_folder = load_model(tmp / "work" / "artifacts")
     np.testing.assert_allclose(from_folder.predict(images, verbose=0), expected, atol=1e-6)
-
-
-def test_logged_mlflow_model_serves_the_same_predictions(finished):
-    tmp, cfg, result = finished
-    mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")
-    served = mlflow.pyfunc.load_model(f"runs:/{result.run_id}/model")
-    images = np.random.default_rng(0).random((1, 64, 64, 3), dtype=np.float32)
-    np.testing.assert_allclose(served.predict(images), result.model.predict(images, verbose=0), atol=1e-6)
 
 
 def test_cli_run_logs_a_finished_run(tmp_path):

@@ -86,9 +86,17 @@ def _decode(path: Path, flags: int) -> np.ndarray | None:
 
 def read_image(path: Path) -> np.ndarray:
     """RGB uint8 (H, W, 3); grayscale is repeated to three channels, alpha is dropped."""
-    pixels = _decode(path, cv2.IMREAD_COLOR)
+    return _as_rgb(_decode(path, cv2.IMREAD_COLOR), path)
+
+
+def decode_image(raw: bytes, source: str) -> np.ndarray:
+    """`read_image` for file bytes already in memory (a served request): the same decoder, the same pixels."""
+    return _as_rgb(cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR) if raw else None, source)
+
+
+def _as_rgb(pixels: np.ndarray | None, source) -> np.ndarray:
     if pixels is None:
-        raise DataError(f"{path}: unreadable image (missing, truncated or not an image file)")
+        raise DataError(f"{source}: unreadable image (missing, truncated or not an image file)")
     return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
 
 

@@ -131,10 +131,10 @@ class Outbox:
         if folder.is_dir() and any(folder.iterdir()):
             self._send(lambda: mlflow.log_artifacts(str(folder)))
 
-    def log_model(self, model, **kwargs) -> None:
-        """`mlflow.tensorflow.log_model(model, name="model", ...)`; offline the same model is saved locally."""
-        if not self._send(lambda: mlflow.tensorflow.log_model(model, name="model", **kwargs)):
-            mlflow.tensorflow.save_model(model, str(self.offline / "model"), **kwargs)
+    def log_model(self, log_model: Callable[[Path | None], None]) -> None:
+        """`log_model(None)` logs the run's model to its run; offline `log_model(<folder>/model)` saves it locally."""
+        if not self._send(lambda: log_model(None)):
+            log_model(self.offline / "model")
 
     def __enter__(self) -> Outbox:
         return self

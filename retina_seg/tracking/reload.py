@@ -22,6 +22,7 @@ from tf_keras.src.saving.serialization_lib import SafeModeScope
 from retina_seg.config import CONF_DIR, Config, InferenceConfig, validate
 from retina_seg.inference.ensemble import EnsemblePredictor
 from retina_seg.inference.predictor import Predictor
+from retina_seg.inference.segmenter import Segmenter
 
 log = logging.getLogger(__name__)
 SUFFIX = "_Retinal"
@@ -66,7 +67,7 @@ class LoggedModel:
         return members[0] if len(members) == 1 else EnsemblePredictor(members)
 
 
-def load_logged_model(source: str, tracking_uri: str, trust: bool = False,
+def load_logged_model(source: str, tracking_uri: str | None, trust: bool = False,
                       fallback: Config | None = None) -> LoggedModel:
     """The model and the config it was trained with, from a run id or a folder (a run's artifacts).
     A bare folder without the run's config.yaml uses `fallback` (the command line's config). The id of
@@ -74,6 +75,7 @@ def load_logged_model(source: str, tracking_uri: str, trust: bool = False,
     folder = Path(source)
     if folder.is_dir():
         return LoggedModel([_build(*_find_pair(folder), trust=trust)], *_config_and_thresholds(folder, fallback), None)
+    tracking_uri = tracking_uri or default_tracking_uri()
     client = MlflowClient(tracking_uri)
     run = find_run(client, source, tracking_uri)
     if "cv_folds" in run.data.tags:
@@ -112,6 +114,19 @@ def _config_and_thresholds(folder: Path, fallback: Config | None) -> tuple[Confi
     channels = config.data.channels
     thresholds = {c: known.get("threshold" if len(channels) == 1 else f"threshold_{c}", 0.5) for c in channels}
     return config, thresholds
+
+
+def load_segmenter(source: str | Path, tracking_uri: str | None = None, trust: bool = False,
+                   inference: InferenceConfig | None = None, fallback: Config | None = None) -> Segmenter:
+    """The whole inference path of a run (its id, a cross-validation parent's id for the ensemble of its folds,
+    or a folder of its files: `<BACKBONE>_Retinal.json/.h5`, `config.yaml`, `metrics/summary.json`): the one
+    place `predict` and the served model build it.
+    `inference` overrides the run's own sliding-window/TTA/FOV settings."""
+    logged = load_logged_model(str(source), tracking_uri, trust=trust, fallback=fallback)
+    trained = logged.config
+    settings = inference or trained.inference
+    return Segmenter(logged.predictor(settings), trained.preprocess, trained.data.channels, logged.thresholds,
+                     settings.fov_mask)
 
 
 def refuse_code(architecture: dict, path: Path) -> None:

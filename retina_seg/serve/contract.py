@@ -1,0 +1,116 @@
+"""The REST contract of the served model: encoded image files in, encoded PNG masks out.
+
+Request: a table with a string column `image`, each row the base64 bytes of an image FILE (PNG,
+JPEG or TIFF; RGB, RGBA or grayscale; any size within the limits), never a float array (a 999x960
+float array is tens of MB of JSON). Params: `threshold` (one level for every channel instead of the
+validation-chosen ones) and `return_probabilities`. Response: one row per image with `height`,
+`width`, `mask` (base64 PNG, 0/255) and, when asked, `probabilities` (base64 16-bit PNG, p x 65535);
+a multi-label model answers `mask_<class>` / `probabilities_<class>`, one column per class.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from typing import Dict, List
+
+import cv2
+import numpy as np
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+from PIL import Image, UnidentifiedImageError
+
+from retina_seg.config import ServeConfig
+from retina_seg.data.loading import DataError, decode_image
+
+IMAGE = "image"
+
+
+class RequestError(MlflowException):
+    """A request the model cannot answer: HTTP 400 with this one-line reason.
+
+    MLflow's scoring server rewrites an error's message to start with the request's data (fragments of
+    a patient's image, over several lines); this error keeps its reason as the whole message."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason, error_code=INVALID_PARAMETER_VALUE)
+
+    @property
+    def message(self) -> str:
+        return self._reason
+
+    @message.setter
+    def message(self, value: str) -> None:
+        self.__dict__.setdefault("_reason", value)
+
+
+def output_columns(channels: List[str]) -> Dict[str, str]:
+    """Channel name -> suffix of its response columns: '' for a single-channel model, '_<class>' otherwise."""
+    return {name: "" if len(channels) == 1 else f"_{name}" for name in channels}
+
+
+def signature(channels: List[str]) -> ModelSignature:
+    columns = [ColSpec("long", "height"), ColSpec("long", "width")]
+    for suffix in output_columns(channels).values():
+        columns += [ColSpec("string", f"mask{suffix}"), ColSpec("string", f"probabilities{suffix}", required=False)]
+    return ModelSignature(
+        # `image` is declared optional only so that a request without it reaches the model and gets the
+        # model's one-line reason (MLflow's own schema error echoes the request's data over several lines)
+        inputs=Schema([ColSpec("string", IMAGE, required=False)]), outputs=Schema(columns),
+        params=ParamSchema([ParamSpec("threshold", "double", None), ParamSpec("return_probabilities", "boolean",
+                                                                               False)]))
+
+
+def encode_file(image: np.ndarray, suffix: str = ".png") -> str:
+    """uint8 RGB (H, W, 3) -> base64 text of an image file, as a client sends it."""
+    ok, data = cv2.imencode(suffix, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError(f"could not encode a {suffix} image")
+    return base64.b64encode(data.tobytes()).decode("ascii")
+
+
+def decode_row(text, row: int, limits: ServeConfig) -> np.ndarray:
+    """One request row -> uint8 RGB (H, W, 3), decoded exactly as `predict` reads a file; RequestError if the
+    row is not a base64 image file within the limits (checked from its size and header before decoding)."""
+    where = f"row {row}: '{IMAGE}'"
+    if not isinstance(text, str) or not text:
+        raise RequestError(f"{where} is empty (expected the base64 bytes of a PNG, JPEG or TIFF file)")
+    megabytes = len(text) * 3 / 4 / 2**20
+    if megabytes > limits.max_image_mb:
+        raise RequestError(f"{where} holds a {megabytes:.0f} MB file: the limit is {limits.max_image_mb:g} MB")
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise RequestError(f"{where} is not base64 text") from None
+    try:
+        width, height = Image.open(io.BytesIO(raw)).size
+    except (UnidentifiedImageError, OSError):
+        raise RequestError(f"{where} is not an image file (expected PNG, JPEG or TIFF bytes)") from None
+    if min(width, height) < limits.min_side or max(width, height) > limits.max_side:
+        raise RequestError(f"{where} is {width}x{height}: each side must be between {limits.min_side} and "
+                           f"{limits.max_side} pixels")
+    try:
+        return decode_image(raw, f"row {row}")
+    except DataError:
+        raise RequestError(f"{where} is a truncated or corrupt image file") from None
+
+
+def encode_png(pixels: np.ndarray) -> str:
+    """A one-channel uint8 or uint16 array -> base64 PNG."""
+    ok, data = cv2.imencode(".png", pixels)
+    if not ok:
+        raise ValueError("could not encode a PNG")
+    return base64.b64encode(data.tobytes()).decode("ascii")
+
+
+def response_row(prob: np.ndarray, masks: np.ndarray, channels: List[str], with_probabilities: bool) -> dict:
+    """One image's answer: its size and, per channel, the 0/255 mask (and 16-bit probabilities when asked)."""
+    row = {"height": prob.shape[0], "width": prob.shape[1]}
+    for c, suffix in enumerate(output_columns(channels).values()):
+        row[f"mask{suffix}"] = encode_png(masks[..., c].astype(np.uint8) * 255)
+        if with_probabilities:
+            row[f"probabilities{suffix}"] = encode_png(np.round(prob[..., c] * 65535).astype(np.uint16))
+    return row

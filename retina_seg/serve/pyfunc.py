@@ -1,0 +1,76 @@
+"""The run's MLflow model: an `mlflow.pyfunc` model that carries the whole inference path.
+
+It holds the run's own files (`<BACKBONE>_Retinal.json/.h5` weights without optimizer state,
+`config.yaml`, `metrics/summary.json`) and rebuilds from them the same Segmenter that `predict`
+uses, so `mlflow models serve -m runs:/<id>/model` answers with `predict`'s masks. The request
+contract is in `contract.py`. Model config (overridable at load time, e.g. `SERVING_MODEL_CONFIG`):
+`trust_model` (allow code-carrying Lambda layers) and the request limits of `serve` in the run's config.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import asdict
+from importlib.metadata import version
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from retina_seg.config import Config, ServeConfig
+from retina_seg.serve.contract import IMAGE, RequestError, decode_row, encode_file, response_row, signature
+from retina_seg.tracking.reload import load_segmenter
+
+RUN_FILES = ("config.yaml", "metrics/summary.json")
+
+
+class RetinaSegModel(mlflow.pyfunc.PythonModel):
+    """Rows of base64 image files -> rows of base64 PNG masks (see contract.py)."""
+
+    def load_context(self, context) -> None:
+        settings = dict(context.model_config or {})
+        self.trust = bool(settings.pop("trust_model", False))
+        self.limits = ServeConfig(**settings)
+        self.segmenter = load_segmenter(Path(context.artifacts["run"]), trust=self.trust)
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        if IMAGE not in model_input.columns:
+            raise RequestError(f"the request has no '{IMAGE}' column (it has {list(model_input.columns)})")
+        params = params or {}
+        images = [decode_row(text, row, self.limits) for row, text in enumerate(model_input[IMAGE])]
+        threshold = params.get("threshold")
+        if threshold is not None and not 0 <= threshold <= 1:
+            raise RequestError(f"params.threshold={threshold} is invalid: expected a probability between 0 and 1")
+        rows = []
+        for image in images:
+            prob = self.segmenter.probabilities(image)
+            rows.append(response_row(prob, self.segmenter.masks(prob, threshold), self.segmenter.channels,
+                                     bool(params.get("return_probabilities", False))))
+        return pd.DataFrame(rows)
+
+
+def requirements() -> list[str]:
+    """What a serving environment needs besides retina-seg itself (which the serving image installs)."""
+    return [f"{name}=={version(name)}" for name in ("tensorflow", "tf-keras", "segmentation-models", "h5py",
+                                                     "opencv-python-headless", "pillow")]
+
+
+def log_pipeline_model(run_files: Path, config: Config, example: np.ndarray, path: Path | None = None) -> None:
+    """Log the whole inference path as the active run's model `model` (or save it at `path`, for a run whose
+    tracking server was lost), with its signature and `example` (a uint8 RGB photograph, sent as a PNG file)
+    as input example. `run_files` is the run's staging folder."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "run"
+        for name in (f"{config.artifact_stem}.json", f"{config.artifact_stem}.h5", *RUN_FILES):
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(run_files / name, folder / name)
+        model = dict(
+            python_model=str(Path(__file__).with_name("model_code.py")), artifacts={"run": str(folder)},
+            signature=signature(config.data.channels), input_example=pd.DataFrame({IMAGE: [encode_file(example)]}),
+            model_config={"trust_model": False, **asdict(config.serve)}, pip_requirements=requirements())
+        if path is None:
+            mlflow.pyfunc.log_model(name="model", **model)
+        else:
+            mlflow.pyfunc.save_model(str(path), **model)

@@ -1,0 +1,200 @@
+"""The logged MLflow model is the whole inference path: in process and over REST it answers with `predict`'s
+masks, pixel for pixel, and a bad request gets HTTP 400 with a one-line reason."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import cv2
+import h5py
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from retina_seg.config import validate
+from retina_seg.predict import predict_folder
+from retina_seg.run import run_job
+from tests.conftest import TINY, compose_config, isolate
+
+FORMATS = {"colour.png": None, "photo.jpg": None, "scan.tif": None, "grey.png": cv2.COLOR_RGB2GRAY,
+           "rgba.png": cv2.COLOR_RGB2RGBA}
+
+
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory):
+    """One tiny run, real image files of a synthetic fundus photograph (150x130, in every accepted format),
+    and what `predict` writes for them."""
+    tmp = tmp_path_factory.mktemp("served")
+    result = run_job(compose_config([*TINY, *isolate(tmp)]), tmp / "work")
+    photo = cv2.imread(str(sorted((tmp / "cache").glob("*/images/*.png"))[0]))
+    photo = cv2.resize(photo, (150, 130), interpolation=cv2.INTER_LINEAR)
+    inputs = tmp / "inputs"
+    inputs.mkdir()
+    for name, conversion in FORMATS.items():
+        pixels = photo if conversion is None else cv2.cvtColor(photo, conversion)
+        assert cv2.imwrite(str(inputs / name), pixels)
+    config = validate(compose_config([*isolate(tmp), f"run_id={result.run_id}", f"input={inputs}",
+                                      f"output={tmp / 'predicted'}"], name="predict"))
+    predict_folder(config)
+    return tmp, result, inputs
+
+
+def predicted(tmp: Path, name: str, kind: str = "mask") -> np.ndarray:
+    return cv2.imread(str(tmp / "predicted" / f"{name.split('.')[0]}_{kind}.png"), cv2.IMREAD_UNCHANGED)
+
+
+def encoded(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def decoded(text: str) -> np.ndarray:
+    return cv2.imdecode(np.frombuffer(base64.b64decode(text), np.uint8), cv2.IMREAD_UNCHANGED)
+
+
+def test_logged_model_carries_signature_example_and_weights_without_optimizer(logged):
+    tmp, result, _ = logged
+    mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")
+    folder = Path(mlflow.artifacts.download_artifacts(f"runs:/{result.run_id}/model", dst_path=str(tmp / "dl")))
+    info = mlflow.models.get_model_info(f"runs:/{result.run_id}/model")
+    assert [c["name"] for c in info.signature.inputs.to_dict()] == ["image"]
+    assert {p.name for p in info.signature.params.params} == {"threshold", "return_probabilities"}
+    assert (folder / "input_example.json").is_file() and (folder / "serving_input_example.json").is_file()
+    assert not list(folder.rglob("*.pkl")), "the model directory must not hold pickles"
+    with h5py.File(next(folder.rglob("resnet18_Retinal.h5")), "r") as weights:
+        assert "optimizer_weights" not in weights and len(weights.keys()) > 10
+
+
+def test_pyfunc_masks_equal_predict_pixel_for_pixel(logged):
+    tmp, result, inputs = logged
+    mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")
+    model = mlflow.pyfunc.load_model(f"runs:/{result.run_id}/model")
+    names = list(FORMATS)
+    answer = model.predict(pd.DataFrame({"image": [encoded(inputs / n) for n in names]}),
+                           params={"return_probabilities": True})
+    assert list(answer["height"]) == [130] * 5 and list(answer["width"]) == [150] * 5
+    for name, row in zip(names, answer.itertuples(), strict=True):
+        mask = decoded(row.mask)
+        assert mask.shape == (130, 150) and set(np.unique(mask)) <= {0, 255}
+        np.testing.assert_array_equal(mask, predicted(tmp, name), err_msg=name)
+        prob = decoded(row.probabilities)
+        assert prob.dtype == np.uint16
+        assert np.abs(prob / 65535 - predicted(tmp, name, "prob") / 255).max() <= 0.5 / 255 + 1e-6
+    assert predicted(tmp, "colour.png").any(), "an all-black mask would prove nothing"
+    everything = model.predict(pd.DataFrame({"image": [encoded(inputs / "colour.png")]}), params={"threshold": 0.0})
+    np.testing.assert_array_equal(decoded(everything["mask"][0]) > 0, predicted(tmp, "colour.png", "prob") >= 0)
+
+
+# --- over REST: one real `mlflow models serve` for the whole suite ---
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(logged):
+    """`mlflow models serve -m runs:/<id>/model --env-manager local` on 127.0.0.1, in its own process group."""
+    tmp, result, _ = logged
+    port = free_port()
+    bin_dir = str(Path(sys.executable).parent)  # uvicorn, which `mlflow models serve` runs, lives beside python
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db",
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    log = open(tmp / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"runs:/{result.run_id}/model",
+                             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/ping", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"the model server did not start: {(tmp / 'server.log').read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url, tmp / "server.log"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def post(url: str, body: bytes) -> tuple[int, dict]:
+    request = urllib.request.Request(f"{url}/invocations", data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+def request_for(*images: str, **params) -> bytes:
+    body = {"dataframe_split": {"columns": ["image"], "data": [[text] for text in images]}}
+    return json.dumps({**body, **({"params": params} if params else {})}).encode()
+
+
+def test_rest_server_answers_with_predicts_masks(logged, server):
+    tmp, _, inputs = logged
+    url, _ = server
+    names = list(FORMATS)
+    status, answer = post(url, request_for(*(encoded(inputs / n) for n in names)))
+    assert status == 200, answer
+    rows = answer["predictions"]
+    assert [(r["height"], r["width"]) for r in rows] == [(130, 150)] * 5 and "probabilities" not in rows[0]
+    for name, row in zip(names, rows, strict=True):
+        np.testing.assert_array_equal(decoded(row["mask"]), predicted(tmp, name), err_msg=name)
+
+
+def bad_requests(inputs: Path) -> dict:
+    png = (inputs / "colour.png").read_bytes()
+    tiny = cv2.imencode(".png", np.full((10, 10, 3), 128, np.uint8))[1].tobytes()
+    text = base64.b64encode
+    return {
+        "not an image": (request_for(text(b"just some text, not an image file").decode()), "not an image file"),
+        "truncated file": (request_for(text(png[: len(png) // 2]).decode()), "truncated or corrupt"),
+        "not base64": (request_for("%%% not base64 %%%"), "not base64"),
+        # rejected by MLflow's own parser, whose message goes on to echo the body: only its first line is the reason
+        "empty body": (b"", "Ensure that input is a valid JSON"),
+        "missing image column": (json.dumps({"dataframe_split": {"columns": ["picture"],
+                                                                 "data": [[text(png).decode()]]}}).encode(),
+                                 "no 'image' column"),
+        "10x10 image": (request_for(text(tiny).decode()), "is 10x10: each side must be between 32"),
+        "bad threshold": (request_for(text(png).decode(), threshold=1.5), "params.threshold=1.5"),
+        "100 MB body": (request_for("A" * (100 * 2**20)), "the limit is 20 MB"),
+    }
+
+
+def test_bad_requests_get_400_with_one_line_and_the_server_goes_on(logged, server):
+    tmp, _, inputs = logged
+    url, server_log = server
+    good = request_for(encoded(inputs / "colour.png"))
+    for case, (body, reason) in bad_requests(inputs).items():
+        status, answer = post(url, body)
+        assert 400 <= status < 500, (case, status, answer)
+        message = answer.get("message", "")
+        one_line = message if case != "empty body" else message.splitlines()[0]
+        assert reason in one_line and "\n" not in one_line, (case, message[:500])
+        status, answer = post(url, good)
+        assert status == 200, (case, answer)
+        np.testing.assert_array_equal(decoded(answer["predictions"][0]["mask"]), predicted(tmp, "colour.png"))
+    # what was posted never reaches the server's log
+    assert encoded(inputs / "colour.png")[:40] not in server_log.read_text()
