@@ -164,7 +164,7 @@ def compare(config: CompareConfig, workdir: Path) -> pd.DataFrame:
     return table
 
 
-@hydra.main(config_path="../conf/apps/compare", config_name="compare", version_base="1.3")
+@hydra.main(config_path="conf/apps/compare", config_name="compare", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     try:
         compare(validate(cfg), Path(HydraConfig.get().runtime.output_dir))

@@ -16,8 +16,11 @@ from urllib.parse import urlsplit
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = PROJECT_ROOT / "conf"
+_SOURCE = Path(__file__).resolve().parents[1]
+# A source checkout keeps its MLflow store, data cache and git commit in the project folder; an installed
+# package (no pyproject.toml beside it) uses the working directory and never writes into site-packages.
+PROJECT_ROOT = _SOURCE if (_SOURCE / "pyproject.toml").is_file() else Path.cwd()
+CONF_DIR = Path(__file__).resolve().parent / "conf"  # ships in the wheel; in a checkout a link to the top-level conf/
 
 
 class ConfigError(ValueError):
@@ -406,6 +409,46 @@ class UploadConfig:
     tracking_uri: str | None = None  # null: the server the run was started on
 
 
+@dataclass
+class PromoteConfig:
+    """`python -m retina_seg.promote`: register the best run of a sweep and point an alias at it."""
+
+    tracking: TrackingConfig = MISSING
+    sweep: str = MISSING  # a sweep id (the `sweep_id` tag of its runs)
+    metric: str = "val_f1"  # any metric logged by every run of the sweep
+    mode: Mode = Mode.max  # max: the highest value wins
+    model_name: str = "retina-seg"  # the registered model that gets a new version
+    alias: str = "champion"
+
+    def __post_init__(self) -> None:
+        for key in ("sweep", "metric", "model_name", "alias"):
+            _require(bool(getattr(self, key).strip()), key, "a non-empty name", getattr(self, key))
+
+
+class ExportFormat(Enum):
+    savedmodel = "savedmodel"  # TensorFlow SavedModel (TF Serving, tf.saved_model.load)
+    tflite = "tflite"  # TensorFlow Lite flatbuffer, fixed to one image_size window
+    onnx = "onnx"  # ONNX through tf2onnx (onnxruntime)
+
+
+@dataclass
+class ExportConfig:
+    """`python -m retina_seg.export`: a run's network as a standalone file plus what inference needs."""
+
+    tracking: TrackingConfig = MISSING
+    run_id: str | None = None
+    model: str | None = None  # a folder with <BACKBONE>_Retinal.json/.h5 and the run's config.yaml
+    format: ExportFormat = MISSING
+    output: str = MISSING  # a folder; created, must be empty if it exists
+    trust_model: bool = False
+    opset: int = 17  # onnx only
+
+    def __post_init__(self) -> None:
+        _require((self.run_id is None) != (self.model is None), "run_id / model", "exactly one of them",
+                 {"run_id": self.run_id, "model": self.model})
+        _require(13 <= self.opset <= 21, "opset", "an ONNX opset between 13 and 21", self.opset)
+
+
 def validate(cfg: DictConfig) -> Config:
     """Turn a composed config into typed, range-checked objects; raise ConfigError with one clear line."""
     missing = sorted(OmegaConf.missing_keys(cfg))
@@ -450,8 +493,8 @@ def register() -> None:
             sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))))
     store = ConfigStore.instance()
     for name, node in (("train", Config), ("evaluate", EvaluateConfig), ("predict", PredictConfig),
-                       ("compare", CompareConfig), ("server", ServerConfig),
-                       ("upload", UploadConfig)):
+                       ("compare", CompareConfig), ("server", ServerConfig), ("upload", UploadConfig),
+                       ("promote", PromoteConfig), ("export", ExportConfig)):
         store.store(group="schema", name=name, node=node, package="_global_")
 
 

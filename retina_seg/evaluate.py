@@ -186,7 +186,7 @@ def cross_dataset(config: EvaluateConfig, workdir: Path) -> pd.DataFrame:
     return table
 
 
-@hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
+@hydra.main(config_path="conf", config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     hydra_config = HydraConfig.get()
     # without data=... / data.*=... on the command line, evaluate on the run's own dataset and split

@@ -78,7 +78,7 @@ def predict_folder(config: PredictConfig) -> tuple[list[Path], list[str]]:
     return done, skipped
 
 
-@hydra.main(config_path="../conf", config_name="predict", version_base="1.3")
+@hydra.main(config_path="conf", config_name="predict", version_base="1.3")
 def main(cfg: DictConfig) -> int:
     try:
         done, skipped = predict_folder(validate(cfg))

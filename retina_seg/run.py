@@ -153,7 +153,9 @@ def train_run(cfg: DictConfig, config: Config, splits: dict, split: dict, observ
         outbox.log_artifacts(staging)
         outbox.log_model(partial(log_pipeline_model, staging, config, example_photograph(config)))
         objective = float(history[config.trainer.monitor].agg(config.trainer.monitor_mode.value))
-        outbox.log_metrics({"objective": objective})
+        kept = history[config.trainer.monitor].agg(f"idx{config.trainer.monitor_mode.value}")
+        # `objective`: what a sweeper optimizes; `val_f1`: the validation F1 of the epoch whose weights were kept
+        outbox.log_metrics({"objective": objective, "val_f1": float(history["val_f1-score"][kept])})
     return JobResult(run_id=run.info.run_id, model=model, metrics=summary, objective=objective)
 
 
@@ -238,7 +240,7 @@ def limit_threads(hydra_config) -> None:
         pass
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     hydra_config = HydraConfig.get()
     limit_threads(hydra_config)

@@ -22,32 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from retina_seg.config import validate
-from retina_seg.predict import predict_folder
-from retina_seg.run import run_job
-from tests.conftest import TINY, compose_config, isolate
-
-FORMATS = {"colour.png": None, "photo.jpg": None, "scan.tif": None, "grey.png": cv2.COLOR_RGB2GRAY,
-           "rgba.png": cv2.COLOR_RGB2RGBA}
-
-
-@pytest.fixture(scope="module")
-def logged(tmp_path_factory):
-    """One tiny run, real image files of a synthetic fundus photograph (150x130, in every accepted format),
-    and what `predict` writes for them."""
-    tmp = tmp_path_factory.mktemp("served")
-    result = run_job(compose_config([*TINY, *isolate(tmp)]), tmp / "work")
-    photo = cv2.imread(str(sorted((tmp / "cache").glob("*/images/*.png"))[0]))
-    photo = cv2.resize(photo, (150, 130), interpolation=cv2.INTER_LINEAR)
-    inputs = tmp / "inputs"
-    inputs.mkdir()
-    for name, conversion in FORMATS.items():
-        pixels = photo if conversion is None else cv2.cvtColor(photo, conversion)
-        assert cv2.imwrite(str(inputs / name), pixels)
-    config = validate(compose_config([*isolate(tmp), f"run_id={result.run_id}", f"input={inputs}",
-                                      f"output={tmp / 'predicted'}"], name="predict"))
-    predict_folder(config)
-    return tmp, result, inputs
+from tests.serve.conftest import FORMATS
 
 
 def predicted(tmp: Path, name: str, kind: str = "mask") -> np.ndarray:

@@ -1,0 +1,41 @@
+"""`python -m retina_seg.export run_id=<id> format=savedmodel|tflite|onnx output=<folder>`.
+
+Writes the run's network as a standalone file that runs without retina-seg (TensorFlow, TFLite or
+ONNX Runtime alone) and `inference.json` beside it: input normalisation, channel order,
+preprocessing, window, stride, flips, field of view, thresholds and class names.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from retina_seg.config import ConfigError, ExportConfig, validate
+from retina_seg.serve.export import ExportError, export_network
+from retina_seg.tracking.reload import ModelSourceError, load_logged_model
+from retina_seg.tracking.runs import check_tracking
+
+log = logging.getLogger(__name__)
+
+
+@hydra.main(config_path="conf", config_name="export", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    try:
+        config: ExportConfig = validate(cfg)
+        if config.run_id:
+            check_tracking(config.tracking)
+        source = config.run_id or config.model
+        logged = load_logged_model(source, config.tracking.uri, trust=config.trust_model)
+        written = export_network(logged, config.format, Path(config.output), source, config.opset)
+    except (ConfigError, ModelSourceError, ExportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print(f"wrote {written} and {written.parent / 'inference.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""`python -m retina_seg.promote sweep=<id> [metric=val_f1]`: the best run of a sweep becomes the champion.
+
+Registers the run's logged pyfunc model as a new version of `model_name` in the tracking store's
+registry and points the alias `alias` (default `champion`) at it. Serve it with
+`mlflow models serve -m models:/retina-seg@champion --env-manager local -h 127.0.0.1 -p 5001`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from retina_seg.config import ConfigError, PromoteConfig, validate
+from retina_seg.serve.registry import PromoteError, promote
+from retina_seg.tracking.runs import check_tracking
+
+
+@hydra.main(config_path="conf", config_name="promote", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    try:
+        config: PromoteConfig = validate(cfg)
+        check_tracking(config.tracking)
+        done = promote(config)
+    except (ConfigError, PromoteError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    uri = f"models:/{config.model_name}@{config.alias}"
+    print(f"{config.model_name} version {done.version} is run {done.run.info.run_id} ({config.metric}="
+          f"{done.value:.4f}, the best of sweep {config.sweep}); {uri} points at it. Serve it with\n"
+          f"  mlflow models serve -m {uri} --env-manager local -h 127.0.0.1 -p 5001")
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""Standalone exports of a run's network: SavedModel, TFLite or ONNX, plus `inference.json`.
+
+The exported network runs without retina-seg or segmentation_models: it takes float32 RGB in
+[0, 1], NHWC (height and width multiples of 32; TFLite: exactly one image_size window), and
+returns sigmoid probabilities, one channel per class. Everything around it that retina-seg does
+(preprocessing, sliding window or resize, flips, field of view, thresholds) is written to
+`inference.json` next to it, so another runtime can reproduce `predict`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import tensorflow as tf
+
+from retina_seg.config import ExportFormat, Sampling
+from retina_seg.tracking.reload import LoggedModel
+
+FILES = {ExportFormat.savedmodel: "savedmodel", ExportFormat.tflite: "model.tflite", ExportFormat.onnx: "model.onnx"}
+INPUT_NAME = "image"
+
+
+class ExportError(ValueError):
+    """An export that cannot be written; the message says why."""
+
+
+def inference_spec(logged: LoggedModel, fmt: ExportFormat, source: str) -> dict:
+    """Everything inference needs besides the network, as plain JSON."""
+    config = logged.config
+    window = config.image_size
+    return {
+        "source": source, "format": fmt.value, "file": FILES[fmt],
+        "input": {"name": INPUT_NAME, "layout": "NHWC", "dtype": "float32", "channel_order": "RGB",
+                  "scale": "pixel / 255 (uint8 -> [0, 1]); any ImageNet normalisation is inside the network",
+                  "shape": [1, window, window, 3] if fmt is ExportFormat.tflite else [None, None, None, 3],
+                  "size_multiple": config.arch.size_multiple},
+        "output": {"layout": "NHWC", "dtype": "float32", "activation": "sigmoid", "classes": config.data.channels},
+        "preprocessing": {"green_channel": config.preprocess.green_channel, "clahe": config.preprocess.clahe,
+                          "clahe_clip_limit": config.preprocess.clahe_clip_limit, "clahe_tile_grid": [8, 8],
+                          "clahe_space": "LAB lightness", "fov_threshold_red": config.preprocess.fov_threshold},
+        "sampling": config.data.sampling.value,
+        "window": window,
+        "stride": (config.inference.stride or window // 2) if config.data.sampling is Sampling.patches else None,
+        "blend": "gaussian, sigma = window / 4, reflect-padded image" if config.data.sampling is Sampling.patches
+        else "whole image resized to window (area), probabilities resized back (linear)",
+        "flip_tta": config.inference.flip_tta,
+        "fov_mask": config.inference.fov_mask,
+        "thresholds": logged.thresholds,
+        "class_names": config.data.channels,
+    }
+
+
+def export_network(logged: LoggedModel, fmt: ExportFormat, output: Path, source: str, opset: int = 17) -> Path:
+    """Write the network in `fmt` and `inference.json` into `output` (created; must be empty); returns the network."""
+    if output.exists() and any(output.iterdir()):
+        raise ExportError(f"output='{output}' is not empty: choose a new folder")
+    output.mkdir(parents=True, exist_ok=True)
+    target = output / FILES[fmt]
+    model = logged.model
+    window = logged.config.image_size
+    if fmt is ExportFormat.savedmodel:
+        model.export(str(target))  # an inference-only SavedModel with a `serve` endpoint
+    elif fmt is ExportFormat.tflite:
+        forward = tf.function(lambda image: model(image, training=False),
+                              input_signature=[tf.TensorSpec([1, window, window, 3], tf.float32, INPUT_NAME)])
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([forward.get_concrete_function()], model)
+        target.write_bytes(converter.convert())
+    else:
+        import tf2onnx  # optional: only this format needs it
+
+        tf2onnx.convert.from_keras(model, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32,
+                                                                         INPUT_NAME)],
+                                   opset=opset, output_path=str(target))
+    (output / "inference.json").write_text(json.dumps(inference_spec(logged, fmt, source), indent=2))
+    return target
