@@ -28,7 +28,7 @@ def describe(server: TeamServer) -> str:
     return "\n".join(lines)
 
 
-@hydra.main(config_path="../conf/apps/server", config_name="server", version_base="1.3")
+@hydra.main(config_path="conf/apps/server", config_name="server", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     try:
         config: ServerConfig = validate(cfg)
