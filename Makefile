@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test ui lint bench clean postgres server server-stop bench-server
+.PHONY: setup run test ui lint bench serve clean postgres server server-stop bench-server
 
 setup: $(STAMP)
 
@@ -26,8 +26,11 @@ ui: setup  ## browse runs at http://127.0.0.1:5000
 lint: setup
 	$(BIN)/ruff check retina_seg tests
 
-bench: setup
+bench: setup  ## input pipeline, then served vs in-process inference on a CHASE_DB1 photograph
 	$(BIN)/python -m retina_seg.bench
+
+serve: setup  ## REST server on 127.0.0.1:5001, e.g. make serve MODEL=models:/retina-seg@champion
+	MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db $(BIN)/retina-seg-serve $(MODEL)
 
 postgres:  ## PostgreSQL for `make server` and its tests: installed with apt when missing and we are root
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || \

@@ -13,8 +13,12 @@ and whole, each against the raw forward time of the same pixels (the padded imag
 F1/AUC of each mode on the CHASE_DB1 test images (threshold chosen on validation per mode) with a
 model from `--run-id` or trained for `--train-minutes` inside the bench.
 
-    python -m retina_seg.bench [--sections pipeline inference] [--steps 30] [--chase-root PATH]
-                               [--run-id ID --tracking-uri URI] [--xla] [hydra overrides...]
+Section `serving` (`retina_seg/serve/benchmark.py`): one CHASE_DB1 photograph in process and through
+`mlflow models serve` (skipped with a message when the CHASE_DB1 copy is absent).
+
+    python -m retina_seg.bench [--sections pipeline inference serving] [--steps 30] [--chase-root PATH]
+                               [--run-id ID --tracking-uri URI] [--xla] [--serving-seconds 60]
+                               [hydra overrides...]
 """
 
 from __future__ import annotations
@@ -101,6 +105,23 @@ def pipeline_section(args, overrides: list[str]) -> None:
     print(f"  training      {pipeline_steps:8.3f} steps/s fed by the pipeline")
     print(f"  training      {memory_steps:8.3f} steps/s fed from in-memory tensors")
     print(f"  ratio         {pipeline_steps / memory_steps:8.3f} (pipeline / in-memory; target >= 0.9)")
+
+
+def serving_section(args, overrides: list[str]) -> None:
+    """The serving benchmark on the default model's settings and the first CHASE_DB1 test photograph."""
+    photos = sorted(args.chase_root.glob("Image_*.jpg"))
+    if not photos or args.serving_seconds <= 0:
+        print(f"  serving       skipped: no CHASE_DB1 photograph in {args.chase_root}" if not photos
+              else "  serving       skipped (--serving-seconds 0)")
+        return
+    from hydra import compose, initialize_config_dir
+
+    from retina_seg.config import CONF_DIR
+    from retina_seg.serve.benchmark import run_serving_bench
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["data=chase_db1", f"data.root={args.chase_root}", *overrides])
+    run_serving_bench(validate(cfg), cfg, photos[-1], args.serving_seconds)
 
 
 def best_ms(call, repeats: int, warm_up: bool = True) -> tuple[float, float]:
@@ -216,7 +237,7 @@ def size(text: str) -> tuple[int, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sections", nargs="+", choices=("pipeline", "inference"), default=["pipeline", "inference"])
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--steps", type=int, default=30, help="timed training steps per measurement")
     parser.add_argument("--chase-root", type=Path, default=SHARED_CHASE)
     parser.add_argument("--sizes", type=size, nargs="*", default=list(SIZES), help="WIDTHxHEIGHT images to time")
@@ -225,11 +246,14 @@ def main() -> None:
     parser.add_argument("--tracking-uri", default=f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}")
     parser.add_argument("--train-minutes", type=float, default=8.0)
     parser.add_argument("--xla", action="store_true", help="also time whole-image inference XLA-compiled")
+    parser.add_argument("--serving-seconds", type=float, default=60, help="4-client load test length (0: skip)")
     parser.add_argument("--no-warm-up", action="store_true", help="time the first call (tracing included)")
     args, overrides = parser.parse_known_args()
     for section in args.sections:
-        {"pipeline": pipeline_section, "inference": inference_section}[section](args, overrides)
+        SECTIONS[section](args, overrides)
 
+
+SECTIONS = {"pipeline": pipeline_section, "inference": inference_section, "serving": serving_section}
 
 if __name__ == "__main__":
     main()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,7 +22,11 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import tensorflow as tf
+from mlflow.pyfunc import PythonModelContext
 
+from retina_seg.serve.pyfunc import RetinaSegModel
+from retina_seg.tracking.reload import ModelSourceError
 from tests.serve.conftest import FORMATS
 
 
@@ -68,6 +73,22 @@ def test_pyfunc_masks_equal_predict_pixel_for_pixel(logged):
     assert predicted(tmp, "colour.png").any(), "an all-black mask would prove nothing"
     everything = model.predict(pd.DataFrame({"image": [encoded(inputs / "colour.png")]}), params={"threshold": 0.0})
     np.testing.assert_array_equal(decoded(everything["mask"][0]) > 0, predicted(tmp, "colour.png", "prob") >= 0)
+
+
+def test_served_model_refuses_code_carrying_layers_unless_trusted(logged, tmp_path):
+    tmp, _, _ = logged
+    folder = tmp_path / "run"
+    folder.mkdir()
+    shutil.copy(tmp / "work" / "artifacts" / "config.yaml", folder)
+    inputs = tf.keras.Input((None, None, 3))
+    model = tf.keras.Model(inputs, tf.keras.layers.Lambda(lambda x: x[..., :1] * 0.5)(inputs))
+    (folder / "resnet18_Retinal.json").write_text(model.to_json())
+    model.save_weights(str(folder / "resnet18_Retinal.h5"))
+    with pytest.raises(ModelSourceError, match=r"contains \['Lambda'\] layers, which run arbitrary code"):
+        RetinaSegModel().load_context(PythonModelContext({"run": str(folder)}, {"trust_model": False}))
+    trusted = RetinaSegModel()
+    trusted.load_context(PythonModelContext({"run": str(folder)}, {"trust_model": True}))
+    assert trusted.segmenter.predictor.model.output_shape == (None, None, None, 1)
 
 
 # --- over REST: one real `mlflow models serve` for the whole suite ---

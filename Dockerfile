@@ -1,0 +1,24 @@
+# A REST server for one logged retina-seg model: the same `mlflow models serve` command the test suite runs.
+#
+#   mlflow artifacts download -u models:/retina-seg@champion -d model     # or runs:/<run id>/model
+#   docker build -t retina-seg-serve --build-arg MODEL_DIR=model .
+#   docker run --rm -p 127.0.0.1:5001:5001 retina-seg-serve              # publish on the host's loopback only
+#
+# The server has no authentication: keep it on 127.0.0.1 (or a private network) behind a proxy with auth.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+# retina_seg/conf links to conf/: copy both, the wheel then holds the configs themselves
+COPY pyproject.toml README.md LICENSE ./
+COPY conf ./conf
+COPY retina_seg ./retina_seg
+RUN pip install . && rm -rf /src && useradd --create-home --uid 10001 serve
+
+ARG MODEL_DIR=model
+COPY ${MODEL_DIR} /model
+USER serve
+WORKDIR /home/serve
+EXPOSE 5001
+# 0.0.0.0 inside the container only, so that `docker run -p 127.0.0.1:5001:5001` can reach it
+CMD ["mlflow", "models", "serve", "-m", "/model", "--env-manager", "local", "-h", "0.0.0.0", "-p", "5001"]
