@@ -81,7 +81,7 @@ def test_the_parent_run_id_predicts_with_the_mean_of_the_folds(cv_run, tmp_path)
     np.testing.assert_allclose(averaged, (members[0] + members[1]) / 2, atol=1e-5)
 
     config = validate(compose_config([*isolate(tmp), f"run_id={parent.info.run_id}", f"input={image_path}",
-                                      f"output={tmp_path}"], name="predict"))
+                                      f"output={tmp_path}", "inference.fov_mask=false"], name="predict"))
     done, _ = predict_folder(config)
     assert [p.name for p in done] == ["000.png"]
     written = cv2.imread(str(tmp_path / "000_prob.png"), cv2.IMREAD_UNCHANGED)
