@@ -243,6 +243,7 @@ class CvConfig:
         _require(self.folds == 0 or self.folds >= 2, "cv.folds", "0 (off) or an integer >= 2", self.folds)
 
 
+@dataclass
 class ServeConfig:
     """Limits of the served model (the logged pyfunc): requests outside them get HTTP 400 before any decoding."""
 
