@@ -51,6 +51,21 @@ def runs_in(tmp_path: Path) -> list:
     return client.search_runs(experiments) if experiments else []
 
 
+def wait_until_up(proc: subprocess.Popen, url: str, log_path: Path, seconds: float) -> None:
+    """Poll a server's health `url` until it answers 200; fail with the end of its log if it dies or is late."""
+    deadline = time.time() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            raise RuntimeError(f"server at {url} did not start: {log_path.read_text()[-3000:]}")
+        time.sleep(0.5)
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """A real `mlflow server` on 127.0.0.1 (SQLite backend, proxied artifact store, a free port),
@@ -66,17 +81,7 @@ def mlflow_server(tmp_path_factory):
     server = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.5)
+        wait_until_up(server, f"{uri}/health", root / "server.log", seconds=120)
         yield uri
     finally:
         os.killpg(server.pid, signal.SIGTERM)

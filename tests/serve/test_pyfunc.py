@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -27,6 +26,7 @@ from mlflow.pyfunc import PythonModelContext
 
 from retina_seg.serve.pyfunc import RetinaSegModel
 from retina_seg.tracking.reload import ModelSourceError
+from tests.conftest import wait_until_up
 from tests.serve.conftest import FORMATS
 
 
@@ -113,17 +113,7 @@ def server(logged):
                             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/ping", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"the model server did not start: {(tmp / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
+        wait_until_up(proc, f"{url}/ping", tmp / "server.log", seconds=180)
         yield url, tmp / "server.log"
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
