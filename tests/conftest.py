@@ -66,6 +66,15 @@ def wait_until_up(proc: subprocess.Popen, url: str, log_path: Path, seconds: flo
         time.sleep(0.5)
 
 
+def stop_group(proc: subprocess.Popen) -> None:
+    """Stop a server started with start_new_session=True and every worker it spawned."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """A real `mlflow server` on 127.0.0.1 (SQLite backend, proxied artifact store, a free port),
@@ -84,9 +93,5 @@ def mlflow_server(tmp_path_factory):
         wait_until_up(server, f"{uri}/health", root / "server.log", seconds=120)
         yield uri
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+        stop_group(server)
         log.close()

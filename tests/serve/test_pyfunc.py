@@ -7,7 +7,6 @@ import base64
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from mlflow.pyfunc import PythonModelContext
 
 from retina_seg.serve.pyfunc import RetinaSegModel
 from retina_seg.tracking.reload import ModelSourceError
-from tests.conftest import wait_until_up
+from tests.conftest import stop_group, wait_until_up
 from tests.serve.conftest import FORMATS
 
 
@@ -116,11 +115,7 @@ def server(logged):
         wait_until_up(proc, f"{url}/ping", tmp / "server.log", seconds=180)
         yield url, tmp / "server.log"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_group(proc)
         log.close()
 
 
