@@ -15,13 +15,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
 from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
 from retina_seg.data.loading import Arrays  # noqa: E402
+from retina_seg.tracking.figures import error_legend, error_map  # noqa: E402
 
-ERROR_COLOURS = {"true positive": (0.0, 0.447, 0.698), "false positive": (0.835, 0.369, 0.0),
-                 "false negative": (0.941, 0.894, 0.259)}
 MAX_CURVE_PIXELS = 2_000_000  # pooled FOV pixels drawn per curve (a seeded sample beyond that)
 
 
@@ -64,17 +62,6 @@ def plot_roc_pr(probs: list, arrays: Arrays, channels: list[str], path: Path,
     plt.close(fig)
 
 
-def error_map(image: np.ndarray, truth: np.ndarray, predicted: np.ndarray, fov: np.ndarray) -> np.ndarray:
-    """RGB float (H, W, 3): TP/FP/FN colours inside the FOV over the dimmed grey image."""
-    grey = image.mean(axis=-1, keepdims=True) / 255.0
-    canvas = np.repeat(0.5 * grey, 3, axis=-1)
-    cases = {"true positive": truth & predicted, "false positive": ~truth & predicted,
-             "false negative": truth & ~predicted}
-    for case, where in cases.items():
-        canvas[where & fov] = ERROR_COLOURS[case]
-    return canvas
-
-
 def plot_best_worst(probs: list, arrays: Arrays, per_image: pd.DataFrame, thresholds: dict, path: Path,
                     count: int = 3) -> list[str]:
     """Error maps of the `count` worst and `count` best test images by F1 (fewer when the test split is
@@ -91,7 +78,7 @@ def plot_best_worst(probs: list, arrays: Arrays, per_image: pd.DataFrame, thresh
         ax.imshow(error_map(arrays.images[i], truth, predicted, arrays.fov[i]))
         ax.set_title(f"{label}: {arrays.names[i]}  F1 {f1[arrays.names[i]]:.3f}", fontsize=9)
         ax.axis("off")
-    fig.legend(handles=[Patch(color=colour, label=case) for case, colour in ERROR_COLOURS.items()],
+    fig.legend(handles=error_legend(),
                loc="lower center", ncol=3, fontsize=9)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.savefig(path, dpi=100)
