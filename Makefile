@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test ui lint bench clean postgres server server-stop
+.PHONY: setup run test ui lint bench stress clean postgres server server-stop
 
 setup: $(STAMP)
 
@@ -40,6 +40,9 @@ server: setup postgres  ## PostgreSQL + MLflow tracking server on 127.0.0.1:5000
 
 server-stop: setup
 	$(BIN)/python -m retina_seg.server action=stop $(ARGS)
+
+stress: setup  ## 8 runs started at once on a new SQLite store: all must finish
+	$(BIN)/python -m retina_seg.stress --processes 8
 
 clean:
 	rm -rf outputs multirun .cache .pytest_cache

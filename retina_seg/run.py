@@ -23,6 +23,7 @@ import mlflow
 import tensorflow as tf
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from retina_seg.config import Config, ConfigError, Sampling, validate
@@ -32,9 +33,19 @@ from retina_seg.data.pipeline import evaluation_dataset, training_dataset
 from retina_seg.inference.predictor import Predictor
 from retina_seg.model.factory import build_model
 from retina_seg.tracking.evaluation import evaluate_model, log_summary
+from retina_seg.tracking.exits import USER_ERROR, interrupted, run_app
 from retina_seg.tracking.figures import plot_history
-from retina_seg.tracking.runs import MlflowMetrics, check_tracking, flatten, git_commit, log_staged, tracked_run
-from retina_seg.training.fit import FitOutputs, compile_model, distribution_strategy, fit
+from retina_seg.tracking.preflight import preflight
+from retina_seg.tracking.recovery import CheckpointArtifacts, fetch_checkpoint, reconcile, resumed_config
+from retina_seg.tracking.runs import (
+    MlflowMetrics,
+    flatten,
+    git_commit,
+    log_staged,
+    sigterm_as_interrupt,
+    tracked_run,
+)
+from retina_seg.training.fit import FitOutputs, TrainingDiverged, compile_model, distribution_strategy, fit
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +58,17 @@ class JobResult:
     objective: float  # best value of trainer.monitor on validation: what a sweeper optimizes
 
 
-def run_job(cfg: DictConfig, workdir: Path, sweep_tags: dict | None = None) -> JobResult:
-    """One training job from a composed config; files are staged in `workdir/artifacts` and logged."""
+def run_job(cfg: DictConfig, workdir: Path, sweep_tags: dict | None = None, overrides: list[str] = ()) -> JobResult:
+    """One training job from a composed config; files are staged in `workdir/artifacts` and logged.
+    With `resume=<run id>` the job continues that run (its config, plus key=value `overrides`)."""
+    if cfg.get("resume"):
+        cfg = resumed_config(cfg, list(overrides))
     config: Config = validate(cfg)
-    check_tracking(config.tracking)
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    experiment_id = preflight(config, workdir)
+    client = MlflowClient(config.tracking.uri)
+    for change in reconcile(client, [experiment_id], stale_minutes=None):  # this host's runs whose process died
+        log.warning("reconcile: %s", change)
     tf.keras.utils.set_random_seed(config.seed)
     channels = config.data.channels
     splits = load_splits(config.data, config.preprocess, config.seed)
@@ -69,17 +87,24 @@ def run_job(cfg: DictConfig, workdir: Path, sweep_tags: dict | None = None) -> J
     staging.mkdir(parents=True, exist_ok=True)
     stem = config.artifact_stem
     (staging / f"{stem}.json").write_text(model.to_json())
-    (staging / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (staging / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
     if augmentation is not None:  # the resolved pipeline, every argument spelled out
         A.save(augmentation, str(staging / "augmentation.yaml"), data_format="yaml")
     outputs = FitOutputs(weights=staging / f"{stem}.h5", history=staging / f"{stem}.csv")
+    done = None
+    if config.resume:
+        done = fetch_checkpoint(client, config.resume, stem, staging)
+        model.load_weights(str(outputs.weights))
+        log.info("resuming run %s after epoch %d", config.resume, len(done))
     tags = {"backbone": config.backbone.name, "arch": config.arch.name.value, "dataset": config.data.name,
             "task": config.data.task.value, "git_commit": git_commit(), **(sweep_tags or {})}
 
     name = "-".join([config.backbone.name, config.arch.name.value, config.data.name,
                      *([f"job{sweep_tags['sweep_job']}"] if sweep_tags else [])])
-    with tracked_run(config.tracking, staging, tags, run_name=name) as run:
-        mlflow.log_params(flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
+    with tracked_run(config.tracking, staging, tags, run_name=name, run_id=config.resume) as run:
+        if not config.resume:  # a resumed run keeps its params; its config.yaml records any override
+            mlflow.log_params(flatten(resolved))
+        log_staged(staging)  # architecture and config first: with a checkpoint they make a resumable run
         mlflow.log_metrics({"parameters": model.count_params(), "replicas": strategy.num_replicas_in_sync})
         batch = config.trainer.batch_size
         steps = config.trainer.steps_per_epoch or math.ceil(len(splits["train"]) / batch)
@@ -87,7 +112,8 @@ def run_job(cfg: DictConfig, workdir: Path, sweep_tags: dict | None = None) -> J
                                  augmentation, config.seed)
         started = time.perf_counter()
         val = evaluation_dataset(fit_splits["val"], batch, strategy.num_replicas_in_sync)
-        history = fit(model, train, val, steps, config.trainer, outputs, [MlflowMetrics()])
+        history = fit(model, train, val, steps, config.trainer, outputs,
+                      [MlflowMetrics(), CheckpointArtifacts(outputs.weights, outputs.history)], done)
         mlflow.log_metric("train_seconds", time.perf_counter() - started)
         plot_history(history, staging / "curves.png")
 
@@ -136,15 +162,26 @@ def limit_threads(hydra_config) -> None:
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     hydra_config = HydraConfig.get()
+    multirun = hydra_config.mode == RunMode.MULTIRUN
+    sigterm_as_interrupt()
     limit_threads(hydra_config)
     try:
-        return run_job(cfg, Path(hydra_config.runtime.output_dir), sweep_tags(hydra_config)).objective
+        return run_job(cfg, Path(hydra_config.runtime.output_dir), sweep_tags(hydra_config),
+                       list(hydra_config.overrides.task)).objective
     except (ConfigError, DataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        if hydra_config.mode == RunMode.MULTIRUN:
+        for line in str(exc).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        if multirun:
             raise  # Hydra records the job as failed and the sweep goes on
-        sys.exit(2)
+        sys.exit(USER_ERROR)
+    except TrainingDiverged as exc:
+        print(f"error: run {mlflow.last_active_run().info.run_id} FAILED: {exc}", file=sys.stderr)
+        if multirun:
+            raise
+        sys.exit(1)
+    except KeyboardInterrupt as exc:
+        sys.exit(interrupted(exc))
 
 
 if __name__ == "__main__":
-    main()
+    run_app(main)

@@ -118,3 +118,23 @@ def folder(root: Path, count: int = 8) -> Path:
 
 BUILDERS = {"drive": drive, "chase_db1": chase_db1, "stare": stare, "hrf": hrf, "idrid": idrid, "fives": fives,
             "folder": folder}
+
+
+def folder_with_bad_files(root: Path) -> dict:
+    """A `folder` layout with one file of each kind that must be caught before training; returns
+    {file name: the problem its error line names}."""
+    folder(root)
+
+    def truncate(path: Path, pixels: np.ndarray) -> None:
+        _save(path, pixels)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+    (root / "images" / "case0.png").unlink()
+    truncate(root / "images" / "case0.jpg", _fundus(0).image)  # OpenCV decodes this one silently, half grey
+    truncate(root / "masks" / "case1.png", _fundus(1).vessels * 255)
+    (root / "masks" / "case2.png").unlink()
+    truncate(root / "masks" / "case2.tif", _fundus(2).vessels * 255)
+    (root / "images" / "case3.png").write_bytes(b"")
+    _save(root / "masks" / "case4.png", np.zeros((SIZE // 2, SIZE), np.uint8))
+    return {"case0.jpg": "truncated or corrupt JPEG", "case1.png": "unreadable mask", "case2.tif": "unreadable mask",
+            "case3.png": "empty file (0 bytes)", "case4.png": f"mask is {SIZE}x{SIZE // 2} but its image"}

@@ -6,11 +6,15 @@ limit), and whatever the job had written to its staging folder is logged before 
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import signal
+import socket
 import subprocess
+import tempfile
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Dict, Iterator, Mapping
@@ -40,20 +44,55 @@ def _env(**values: str) -> Iterator[None]:
                 os.environ[key] = value
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` URI (None for other stores)."""
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+@contextmanager
+def schema_lock(uri: str) -> Iterator[None]:
+    """Serialise first contact with a SQLite store across processes (`<db>.lock` beside the db), so
+    MLflow creates a new store's tables once instead of every starting process racing to."""
+    path = sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def check_tracking(cfg: TrackingConfig) -> None:
-    """Fail in seconds, with one line, when the tracking store cannot be reached (no retries here)."""
-    if cfg.uri.startswith("sqlite:///"):
-        folder = Path(cfg.uri[len("sqlite:///"):]).parent
-        if not folder.is_dir():
-            raise ConfigError(f"tracking.uri={cfg.uri!r}: folder '{folder}' does not exist")
+    """Fail in seconds, with one line, when the tracking store cannot be used (no retries here); a new
+    SQLite store gets its tables here, under the schema lock."""
+    database = sqlite_path(cfg.uri)
+    if database is not None:
+        if not database.parent.is_dir():
+            raise ConfigError(f"tracking.uri={cfg.uri!r}: folder '{database.parent}' does not exist")
+        if not writable(database.parent) or (database.exists() and not os.access(database, os.R_OK | os.W_OK)):
+            raise ConfigError(f"tracking.uri={cfg.uri!r}: folder '{database.parent}' is not writable "
+                              "(SQLite writes a journal beside the db): choose a writable folder")
     try:
-        with _env(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10"):
+        with _env(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10"), schema_lock(cfg.uri):
             MlflowClient(cfg.uri).search_experiments(max_results=1)
     except Exception as exc:
         status = exc.get_http_status_code() if isinstance(exc, MlflowException) else None
         if status in (401, 403):  # a server with accounts: say what to set, without a traceback
             raise ConfigError(_refusal(cfg.uri, status)) from None
         raise ConfigError(f"tracking.uri={cfg.uri!r} is unreachable: {_first_line(exc)}") from exc
+
+
+def writable(folder: Path) -> bool:
+    """Whether a file can be created and deleted in `folder` (tried for real: permission bits do not
+    tell root, read-only mounts or full disks apart)."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
+            return True
+    except OSError:
+        return False
 
 
 def _first_line(exc: Exception) -> str:
@@ -102,23 +141,73 @@ def flatten(config: Mapping) -> Dict[str, str]:
     return {key: str(value) for key, value in row.items()}
 
 
+def process_started(pid: int) -> str:
+    """Start time of process `pid` in clock ticks since boot ('' if it does not exist or is unreadable)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def owner_tags() -> dict:
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": str(pid), "pid_started": process_started(pid),
+            "heartbeat": str(int(time.time()))}
+
+
+@contextmanager
+def heartbeat(run_id: str, tracking_uri: str, seconds: float) -> Iterator[None]:
+    """Refresh the run's `heartbeat` tag every `seconds` from a daemon thread while the block runs."""
+    stop = threading.Event()
+
+    def beat():
+        client = MlflowClient(tracking_uri)
+        while not stop.wait(seconds):
+            try:
+                client.set_tag(run_id, "heartbeat", str(int(time.time())))
+            except Exception as exc:  # a busy store must not kill the job; the next beat tries again
+                log.debug("heartbeat of run %s not recorded: %s", run_id, exc)
+
+    thread = threading.Thread(target=beat, name="mlflow-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM; `signum` says which (a command exits 128 + signum)."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(f"signal {signum}")
+        self.signum = signum
+
+
 @contextmanager
 def tracked_run(cfg: TrackingConfig, staging: Path, tags: Dict[str, str], experiment_id: str | None = None,
-                run_name: str | None = None) -> Iterator[mlflow.ActiveRun]:
-    """An MLflow run around a job (in `cfg.experiment` unless `experiment_id` is given); on failure or
-    interruption it keeps the staged files and records why."""
+                run_name: str | None = None, run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
+    """An MLflow run around a job (in `cfg.experiment` unless `experiment_id` is given; `run_id` reopens
+    an existing run), owned by this process (host, pid, heartbeat tags); on failure or interruption it
+    keeps the staged files and records why (tag `failure_reason`)."""
     mlflow.set_tracking_uri(cfg.uri)
     staging.mkdir(parents=True, exist_ok=True)
-    run = mlflow.start_run(experiment_id=experiment_id or ensure_experiment(cfg), run_name=cfg.run_name or run_name,
-                           tags=tags)
-    previous = _sigterm_as_interrupt()
+    tags = {**tags, **owner_tags()}
+    if run_id:
+        run = mlflow.start_run(run_id=run_id)
+        mlflow.set_tags(tags)
+    else:
+        run = mlflow.start_run(experiment_id=experiment_id or ensure_experiment(cfg),
+                               run_name=cfg.run_name or run_name, tags=tags)
+    previous = sigterm_as_interrupt()
     try:
-        yield run
-    except KeyboardInterrupt:
-        _close(run, staging, "KILLED")
+        with heartbeat(run.info.run_id, cfg.uri, cfg.heartbeat_seconds):
+            yield run
+    except KeyboardInterrupt as exc:
+        _close(run, staging, "KILLED", f"interrupted by signal {getattr(exc, 'signum', signal.SIGINT)}")
         raise
-    except BaseException:
-        _close(run, staging, "FAILED")
+    except BaseException as exc:
+        _close(run, staging, "FAILED", str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
         raise
     else:
         mlflow.end_run("FINISHED")
@@ -127,8 +216,9 @@ def tracked_run(cfg: TrackingConfig, staging: Path, tags: Dict[str, str], experi
             signal.signal(signal.SIGTERM, previous)
 
 
-def _close(run: mlflow.ActiveRun, staging: Path, status: str) -> None:
+def _close(run: mlflow.ActiveRun, staging: Path, status: str, reason: str) -> None:
     try:
+        mlflow.set_tag("failure_reason", reason[:5000])
         log_staged(staging)
     except Exception as exc:  # the status matters more than the files; say what was lost
         log.error("could not log the artifacts of run %s: %s", run.info.run_id, exc)
@@ -143,13 +233,14 @@ def log_staged(staging: Path) -> None:
         mlflow.log_artifacts(str(staging))
 
 
-def _sigterm_as_interrupt():
-    """Treat SIGTERM (scheduler time limits, `kill`) like Ctrl-C so the run ends KILLED, not RUNNING."""
+def sigterm_as_interrupt():
+    """Treat SIGTERM (scheduler time limits, `kill`) like Ctrl-C so the run ends KILLED, not RUNNING;
+    returns the previous handler (None off the main thread, where handlers cannot be set)."""
     if threading.current_thread() is not threading.main_thread():
         return None
 
     def interrupt(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
+        raise Interrupted(signum)
 
     return signal.signal(signal.SIGTERM, interrupt)
 

@@ -122,3 +122,17 @@ def test_green_channel_and_clahe_preprocessing(tmp_path):
     equalised = preprocess_image(image, configs(tmp_path, "preprocess.clahe=true").preprocess)
     inside = generate_fundus(128, np.random.default_rng(1)).fov > 0
     assert equalised[inside].std() > image[inside].std()
+
+
+def test_every_bad_file_is_named_at_once(tmp_path):
+    """Truncated JPEG, PNG and TIFF, a zero-byte file and a mask of another size: one line each."""
+    from tests import layouts
+
+    expected = layouts.folder_with_bad_files(tmp_path / "own")
+    config = validate(compose_config(["data=folder", f"data.root={tmp_path}/own"]))
+    with pytest.raises(DataError) as caught:
+        load_splits(config.data, config.preprocess, config.seed)
+    lines = {line.split(": ")[0].rsplit("/", 1)[1]: line for line in str(caught.value).splitlines()}
+    assert sorted(lines) == sorted(expected), lines
+    for name, problem in expected.items():
+        assert f"/{name}: {problem}" in lines[name], lines[name]
