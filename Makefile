@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test ui lint bench serve clean postgres server server-stop bench-server
+.PHONY: setup run test ui lint bench serve clean postgres server server-stop bench-server stress
 
 setup: $(STAMP)
 
@@ -46,6 +46,9 @@ server-stop: setup
 
 bench-server: setup postgres  ## N concurrent runs against a throw-away PostgreSQL-backed server (N=8: ARGS="--runs 8")
 	nice -n 10 $(BIN)/python -m retina_seg.bench_server $(ARGS)
+
+stress: setup  ## 8 runs started at once on a new SQLite store: all must finish
+	$(BIN)/python -m retina_seg.stress --processes 8
 
 clean:
 	rm -rf outputs multirun .cache .pytest_cache

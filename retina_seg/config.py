@@ -46,7 +46,7 @@ class Optimizer(Enum):
     rmsprop = "rmsprop"
 
 
-MONITORABLE = [prefix + key for prefix in ("", "val_") for key in ("loss", "iou_score", "f1-score")]
+MONITORABLE = [prefix + key for prefix in ("", "val_") for key in ("loss", "iou_score", "f1-score", "auc")]
 
 
 class Sampling(Enum):
@@ -197,6 +197,7 @@ class TrainerConfig:
     reduce_lr_factor: float = 0.5
     steps_per_epoch: int | None = None  # null: one pass over the training images
     time_limit_minutes: float | None = None  # stop training (keeping the best epoch) after this long
+    divergence_patience: int | None = 5  # fail when val AUC is at chance (<= 0.55) this many epochs in a row
     strategy: Strategy = Strategy.default
     devices: List[str] = field(default_factory=list)  # mirrored: e.g. ["/gpu:0", "/gpu:1"]; empty: all GPUs
 
@@ -215,6 +216,8 @@ class TrainerConfig:
                  "null or an integer >= 1", self.steps_per_epoch)
         _require(self.time_limit_minutes is None or self.time_limit_minutes > 0, "trainer.time_limit_minutes",
                  "null or a duration > 0", self.time_limit_minutes)
+        _require(self.divergence_patience is None or self.divergence_patience >= 1, "trainer.divergence_patience",
+                 "null or an integer >= 1", self.divergence_patience)
 
 
 @dataclass
@@ -267,10 +270,12 @@ class TrackingConfig:
     run_name: str | None = None
     # how long a tracking server may stay unreachable before a run gives up on it and keeps its files locally
     outage_limit_seconds: float = 120.0
+    heartbeat_seconds: float = 60.0  # how often a running job refreshes its run's `heartbeat` tag
 
     def __post_init__(self) -> None:
         _require(0 < self.outage_limit_seconds <= 900, "tracking.outage_limit_seconds", "a number in (0, 900]",
                  self.outage_limit_seconds)
+        _require(self.heartbeat_seconds > 0, "tracking.heartbeat_seconds", "a duration > 0", self.heartbeat_seconds)
         _require(urlsplit(self.uri).password is None, "tracking.uri",
                  "a URI without credentials: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD instead",
                  "<redacted>")
@@ -295,6 +300,7 @@ class Config:
     batchnorm_momentum: float | None = None  # null: the backbone's own (0.99)
     verbose: bool = False  # TensorFlow's notices and Keras' progress bars on the terminal
     cache_dir: str | None = None  # decoded, preprocessed samples are kept here between runs; null: no cache
+    resume: str | None = None  # run id of a KILLED or FAILED run to continue from its last checkpoint
 
     def __post_init__(self) -> None:
         multiple = self.arch.size_multiple
@@ -354,6 +360,19 @@ class PredictConfig(Config):
         super().__post_init__()
         _require((self.run_id is None) != (self.model is None), "run_id / model", "exactly one of them",
                  {"run_id": self.run_id, "model": self.model})
+
+
+@dataclass
+class ReconcileConfig:
+    """`python -m retina_seg.reconcile`: mark RUNNING runs whose process is gone as KILLED."""
+
+    tracking: TrackingConfig = MISSING
+    all_experiments: bool = False  # every experiment of the store, not only tracking.experiment
+    stale_minutes: float | None = 10.0  # other hosts' runs: dead after this long without a heartbeat; null: skip
+
+    def __post_init__(self) -> None:
+        _require(self.stale_minutes is None or self.stale_minutes > 0, "stale_minutes", "null or minutes > 0",
+                 self.stale_minutes)
 
 
 @dataclass
@@ -495,7 +514,8 @@ def register() -> None:
     store = ConfigStore.instance()
     for name, node in (("train", Config), ("evaluate", EvaluateConfig), ("predict", PredictConfig),
                        ("compare", CompareConfig), ("server", ServerConfig), ("upload", UploadConfig),
-                       ("promote", PromoteConfig), ("export", ExportConfig)):
+                       ("promote", PromoteConfig), ("export", ExportConfig),
+                       ("reconcile", ReconcileConfig)):
         store.store(group="schema", name=name, node=node, package="_global_")
 
 

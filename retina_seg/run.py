@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from retina_seg.config import Config, ConfigError, Sampling, Task, validate
@@ -55,20 +56,22 @@ from retina_seg.tracking.crossval import (
     write_fold_table,
 )
 from retina_seg.tracking.evaluation import evaluate_model, log_summary
-from retina_seg.tracking.exits import run_app
+from retina_seg.tracking.exits import INTERNAL_ERROR, USER_ERROR, AppExit, interrupted, run_app
 from retina_seg.tracking.figures import plot_history
 from retina_seg.tracking.outbox import Outbox, ServerLost
+from retina_seg.tracking.preflight import preflight
+from retina_seg.tracking.recovery import CheckpointArtifacts, fetch_checkpoint, reconcile, resumed_config
 from retina_seg.tracking.report import cv_sections, run_sections, write_report
 from retina_seg.tracking.runs import (
     MlflowMetrics,
-    check_tracking,
     git_commit,
     log_dataset,
     log_staged,
     run_params,
+    sigterm_as_interrupt,
     tracked_run,
 )
-from retina_seg.training.fit import FitOutputs, compile_model, distribution_strategy, fit
+from retina_seg.training.fit import FitOutputs, TrainingDiverged, compile_model, distribution_strategy, fit
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +84,18 @@ class JobResult:
     objective: float  # best value of trainer.monitor on validation: what a sweeper optimizes
 
 
-def run_job(cfg: DictConfig, workdir: Path, sweep_tags: dict | None = None) -> JobResult:
+def run_job(cfg: DictConfig, workdir: Path, sweep_tags: dict | None = None, overrides: list[str] = ()) -> JobResult:
     """One training job from a composed config (k-fold cross-validation when `cv.folds` >= 2); files are
-    staged in `workdir/artifacts` and logged."""
+    staged in `workdir/artifacts` and logged. With `resume=<run id>` the job continues that run (its
+    config, plus key=value `overrides`). The pre-flight and the tidying of this host's dead runs come first."""
+    if cfg.get("resume"):
+        cfg = resumed_config(cfg, list(overrides))
     config: Config = validate(cfg)
-    check_tracking(config.tracking)
+    if config.resume and config.cv.folds:
+        raise ConfigError(f"resume={config.resume}: a cross-validation run cannot be resumed; start it again")
+    experiment_id = preflight(config, workdir)
+    for change in reconcile(MlflowClient(config.tracking.uri), [experiment_id], stale_minutes=None):
+        log.warning("reconcile: %s", change)
     samples = list_samples(config.data, config.seed)
     tags = {"backbone": config.backbone.name, "arch": config.arch.name.value, "dataset": config.data.name,
             "task": config.data.task.value, "git_commit": git_commit()}
@@ -120,19 +130,27 @@ def train_run(cfg: DictConfig, config: Config, splits: dict, split: dict, observ
     staging.mkdir(parents=True, exist_ok=True)
     stem = config.artifact_stem
     (staging / f"{stem}.json").write_text(model.to_json())
-    (staging / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (staging / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))  # what `resume=` reads back
     (staging / "split.json").write_text(json.dumps(split, indent=1))
     if augmentation is not None:  # the resolved pipeline, every argument spelled out
         A.save(augmentation, str(staging / "augmentation.yaml"), data_format="yaml")
     outputs = FitOutputs(weights=staging / f"{stem}.h5", history=staging / f"{stem}.csv")
+    done = None
+    if config.resume:
+        done = fetch_checkpoint(MlflowClient(config.tracking.uri), config.resume, stem, staging)
+        model.load_weights(str(outputs.weights))
+        log.info("resuming run %s after epoch %d", config.resume, len(done))
 
     # the Outbox carries the run's logging through server restarts (see tracking/outbox.py)
-    with tracked_run(config.tracking, staging, tags, run_name=name, nested=nested) as run, \
+    with tracked_run(config.tracking, staging, tags, run_name=name, nested=nested, run_id=config.resume) as run, \
             Outbox(config.tracking, run.info.run_id, workdir) as outbox:
-        mlflow.log_params({**run_params(config, OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)),
-                           "model.parameters": model.count_params(), "trainer.replicas": strategy.num_replicas_in_sync})
+        if not config.resume:  # a resumed run keeps its params and inputs; its config.yaml records any override
+            mlflow.log_params({**run_params(config, OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)),
+                               "model.parameters": model.count_params(),
+                               "trainer.replicas": strategy.num_replicas_in_sync})
+            log_dataset(config.data.name, config.data.root, {split: arrays.names for split, arrays in splits.items()})
         outbox.log_metrics({"fov_width_px": median_fov_width(splits["train"])})  # the scale cross-dataset tests match
-        log_dataset(config.data.name, config.data.root, {split: arrays.names for split, arrays in splits.items()})
+        outbox.log_artifacts(staging)  # architecture and config first: with a checkpoint they make a resumable run
         batch = config.trainer.batch_size
         steps = config.trainer.steps_per_epoch or math.ceil(len(splits["train"]) / batch)
         shares = [config.data.class_shares.get(c, 0.0) for c in channels] if config.data.class_shares else None
@@ -140,7 +158,8 @@ def train_run(cfg: DictConfig, config: Config, splits: dict, split: dict, observ
                                  augmentation, config.seed, shares)
         started = time.perf_counter()
         val = evaluation_dataset(fit_splits["val"], batch, strategy.num_replicas_in_sync)
-        history = fit(model, train, val, steps, config.trainer, outputs, [MlflowMetrics(outbox)], config.verbose)
+        history = fit(model, train, val, steps, config.trainer, outputs,
+                      [MlflowMetrics(outbox), CheckpointArtifacts(outputs, outbox)], done, config.verbose)
         outbox.log_metrics({"train_seconds": time.perf_counter() - started})
         plot_history(history, staging / "curves.png")
 
@@ -243,19 +262,30 @@ def limit_threads(hydra_config) -> None:
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     hydra_config = HydraConfig.get()
+    multirun = hydra_config.mode == RunMode.MULTIRUN
+    sigterm_as_interrupt()
     limit_threads(hydra_config)
     try:
-        return run_job(cfg, Path(hydra_config.runtime.output_dir), sweep_tags(hydra_config)).objective
+        return run_job(cfg, Path(hydra_config.runtime.output_dir), sweep_tags(hydra_config),
+                       list(hydra_config.overrides.task)).objective
     except (ConfigError, DataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        if hydra_config.mode == RunMode.MULTIRUN:
+        for line in str(exc).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        if multirun:
             raise  # Hydra records the job as failed and the sweep goes on
-        sys.exit(2)
+        sys.exit(USER_ERROR)
+    except TrainingDiverged as exc:
+        print(f"error: run {mlflow.last_active_run().info.run_id} FAILED: {exc}", file=sys.stderr)
+        if multirun:
+            raise
+        raise AppExit(INTERNAL_ERROR) from None
     except ServerLost as exc:
         print(f"error: {exc}", file=sys.stderr)
-        if hydra_config.mode == RunMode.MULTIRUN:
+        if multirun:
             raise
         sys.exit(3)
+    except KeyboardInterrupt as exc:
+        sys.exit(interrupted(exc))
 
 
 if __name__ == "__main__":

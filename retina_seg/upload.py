@@ -58,7 +58,7 @@ def upload(config: UploadConfig) -> str:
     return done
 
 
-@hydra.main(config_path="../conf/apps/upload", config_name="upload", version_base="1.3")
+@hydra.main(config_path="conf/apps/upload", config_name="upload", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     try:
         print(upload(validate(cfg)))

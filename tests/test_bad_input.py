@@ -1,4 +1,5 @@
-"""Bad input through the real command line: one clear line, a non-zero exit, and no run left RUNNING."""
+"""Bad input through the real command line: one clear line, exit code 2 (Hydra's own composition errors
+included), and no run left RUNNING."""
 
 from __future__ import annotations
 

@@ -131,6 +131,14 @@ class Outbox:
         if folder.is_dir() and any(folder.iterdir()):
             self._send(lambda: mlflow.log_artifacts(str(folder)))
 
+    def log_files(self, files: List[Path], tags: Dict[str, str]) -> bool:
+        """Log `files` at the run's root and set `tags`; False when the server is lost (the files stay local)."""
+        def send():
+            for path in files:
+                mlflow.log_artifact(str(path))
+            mlflow.set_tags(tags)
+        return self._send(send)
+
     def log_model(self, log_model: Callable[[Path | None], None]) -> None:
         """`log_model(None)` logs the run's model to its run; offline `log_model(<folder>/model)` saves it locally."""
         if not self._send(lambda: log_model(None)):

@@ -10,9 +10,11 @@ import fcntl
 import logging
 import os
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
+import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -74,16 +76,6 @@ def schema_lock(uri: str) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def writable(folder: Path) -> bool:
-    """Whether a file can be created and deleted in `folder` (tried for real: permission bits do not
-    tell root, read-only mounts or full disks apart)."""
-    try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
-            return True
-    except OSError:
-        return False
-
-
 def check_tracking(cfg: TrackingConfig) -> None:
     """Fail in seconds, with one line, when the tracking store cannot be used (no retries here); a new
     SQLite store gets its tables here, under the schema lock."""
@@ -102,6 +94,16 @@ def check_tracking(cfg: TrackingConfig) -> None:
         if status in (401, 403):  # a server with accounts: say what to set, without a traceback
             raise ConfigError(_refusal(cfg.uri, status)) from None
         raise ConfigError(f"tracking.uri={cfg.uri!r} is unreachable: {_first_line(exc)}") from exc
+
+
+def writable(folder: Path) -> bool:
+    """Whether a file can be created and deleted in `folder` (tried for real: permission bits do not
+    tell root, read-only mounts or full disks apart)."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
+            return True
+    except OSError:
+        return False
 
 
 def _first_line(exc: Exception) -> str:
@@ -154,7 +156,8 @@ def run_params(config: Config, resolved: Mapping) -> Dict[str, str]:
     """The resolved config as MLflow params, without keys that cannot matter for this run: synthetic-only
     and patch-only data keys, lesion types of a vessel model, the other inference mode's knobs, where
     the run is logged (its own record) and the terminal's verbosity."""
-    drop = {"verbose", "tracking.uri", "tracking.artifact_location", "tracking.run_name"}
+    drop = {"verbose", "resume", "tracking.uri", "tracking.artifact_location", "tracking.run_name",
+            "tracking.heartbeat_seconds", "tracking.outage_limit_seconds"}
     if config.data.name != "synthetic":
         drop |= {"data.num_images", "data.native_size"}
     if config.data.sampling is not Sampling.patches:
@@ -183,29 +186,80 @@ def log_dataset(name: str, root: str, names_by_split: Mapping[str, list]) -> Non
                      tags={f"{split}_images": str(len(images)) for split, images in names_by_split.items()})
 
 
+def process_started(pid: int) -> str:
+    """Start time of process `pid` in clock ticks since boot ('' if it does not exist or is unreadable)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def owner_tags() -> dict:
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": str(pid), "pid_started": process_started(pid),
+            "heartbeat": str(int(time.time()))}
+
+
+@contextmanager
+def heartbeat(run_id: str, tracking_uri: str, seconds: float) -> Iterator[None]:
+    """Refresh the run's `heartbeat` tag every `seconds` from a daemon thread while the block runs."""
+    stop = threading.Event()
+
+    def beat():
+        client = MlflowClient(tracking_uri)
+        while not stop.wait(seconds):
+            try:
+                client.set_tag(run_id, "heartbeat", str(int(time.time())))
+            except Exception as exc:  # a busy store must not kill the job; the next beat tries again
+                log.debug("heartbeat of run %s not recorded: %s", run_id, exc)
+
+    thread = threading.Thread(target=beat, name="mlflow-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM; `signum` says which (a command exits 128 + signum)."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(f"signal {signum}")
+        self.signum = signum
+
+
 @contextmanager
 def tracked_run(cfg: TrackingConfig, staging: Path, tags: Dict[str, str], experiment_id: str | None = None,
-                run_name: str | None = None, nested: bool = False) -> Iterator[mlflow.ActiveRun]:
+                run_name: str | None = None, nested: bool = False,
+                run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run around a job (in `cfg.experiment` unless `experiment_id` is given; `nested`: a child
-    of the active run); on failure or interruption it keeps the staged files and records why."""
+    of the active run; `run_id` reopens an existing run), owned by this process (host, pid, heartbeat
+    tags); on failure or interruption it keeps the staged files and records why (tag `failure_reason`)."""
     mlflow.set_tracking_uri(cfg.uri)
     staging.mkdir(parents=True, exist_ok=True)
-    run = mlflow.start_run(experiment_id=experiment_id or ensure_experiment(cfg), run_name=cfg.run_name or run_name,
-                           tags=tags, nested=nested)
+    tags = {**tags, **owner_tags()}
+    if run_id:
+        run = mlflow.start_run(run_id=run_id)
+        mlflow.set_tags(tags)
+    else:
+        run = mlflow.start_run(experiment_id=experiment_id or ensure_experiment(cfg),
+                               run_name=cfg.run_name or run_name, tags=tags, nested=nested)
     where = (f"run {run.info.run_id} ({run.info.run_name}) in experiment "
              f"'{mlflow.get_experiment(run.info.experiment_id).name}'")
-    log.info("MLflow %s started; browse: %s", where, browse_hint(cfg.uri, run))
-    previous = _sigterm_as_interrupt()
+    log.info("MLflow %s %s; browse: %s", where, "resumed" if run_id else "started", browse_hint(cfg.uri, run))
+    previous = sigterm_as_interrupt()
     try:
-        yield run
+        with heartbeat(run.info.run_id, cfg.uri, cfg.heartbeat_seconds):
+            yield run
     except ServerLost:
         _forget(run)
         raise
-    except KeyboardInterrupt:
-        _close(run, staging, "KILLED")
+    except KeyboardInterrupt as exc:
+        _close(run, staging, "KILLED", f"interrupted by signal {getattr(exc, 'signum', signal.SIGINT)}")
         raise
-    except BaseException:
-        _close(run, staging, "FAILED")
+    except BaseException as exc:
+        _close(run, staging, "FAILED", str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
         raise
     else:
         mlflow.end_run("FINISHED")
@@ -222,8 +276,9 @@ def browse_hint(uri: str, run: mlflow.ActiveRun) -> str:
     return f"mlflow ui --backend-store-uri {uri}"
 
 
-def _close(run: mlflow.ActiveRun, staging: Path, status: str) -> None:
+def _close(run: mlflow.ActiveRun, staging: Path, status: str, reason: str) -> None:
     try:
+        mlflow.set_tag("failure_reason", reason[:5000])
         log_staged(staging)
     except Exception as exc:  # the status matters more than the files; say what was lost
         log.error("could not log the artifacts of run %s: %s", run.info.run_id, exc)
@@ -247,13 +302,14 @@ def log_staged(staging: Path) -> None:
         mlflow.log_artifacts(str(staging))
 
 
-def _sigterm_as_interrupt():
-    """Treat SIGTERM (scheduler time limits, `kill`) like Ctrl-C so the run ends KILLED, not RUNNING."""
+def sigterm_as_interrupt():
+    """Treat SIGTERM (scheduler time limits, `kill`) like Ctrl-C so the run ends KILLED, not RUNNING;
+    returns the previous handler (None off the main thread, where handlers cannot be set)."""
     if threading.current_thread() is not threading.main_thread():
         return None
 
     def interrupt(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
+        raise Interrupted(signum)
 
     return signal.signal(signal.SIGTERM, interrupt)
 

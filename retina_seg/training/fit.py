@@ -26,8 +26,12 @@ OPTIMIZERS = {
 }
 
 
+CHANCE_AUC = 0.55  # a validation AUC at or below this is no better than guessing
+
+
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the run fails rather than logging a broken model."""
+    """The loss became NaN or infinite, or validation AUC stayed at chance; the run fails rather than
+    logging a broken model as FINISHED."""
 
 
 @dataclass
@@ -50,7 +54,9 @@ def distribution_strategy(trainer: TrainerConfig) -> tf.distribute.Strategy:
 
 def compile_model(model: tf.keras.Model, trainer: TrainerConfig, loss: LossConfig) -> None:
     optimizer = OPTIMIZERS[trainer.optimizer.value](learning_rate=trainer.lr)
-    model.compile(optimizer=optimizer, loss=build_loss(loss), metrics=build_metrics())
+    # pixel AUC over evenly spaced thresholds: a histogram per batch, cheap; it tells chance from learning
+    auc = tf.keras.metrics.AUC(num_thresholds=50, name="auc")
+    model.compile(optimizer=optimizer, loss=build_loss(loss), metrics=[*build_metrics(), auc])
 
 
 class EpochLog(tf.keras.callbacks.Callback):
@@ -63,6 +69,32 @@ class EpochLog(tf.keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         values = " ".join(f"{key}={value:.4g}" for key, value in (logs or {}).items())
         log.info("epoch %d/%d %s", epoch + 1, self.epochs, values)
+
+
+class DivergenceGuard(tf.keras.callbacks.Callback):
+    """Stops training at the first non-finite batch loss, or when validation AUC has been at chance
+    (<= CHANCE_AUC) for `patience` epochs in a row; `reason` then says which, for the run's record."""
+
+    def __init__(self, patience: int | None):
+        super().__init__()
+        self.patience, self.at_chance, self.reason = patience, 0, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss) and self.reason is None:
+            self.reason = f"loss became {'NaN' if math.isnan(loss) else 'infinite'} at epoch {self.epoch + 1}"
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        auc = (logs or {}).get("val_auc")
+        self.at_chance = self.at_chance + 1 if auc is not None and auc <= CHANCE_AUC else 0
+        if self.patience and self.at_chance >= self.patience and self.reason is None:
+            self.reason = (f"validation AUC {auc:.3f} at chance (<= {CHANCE_AUC}) for {self.at_chance} epoch(s), "
+                           f"up to epoch {epoch + 1}")
+            self.model.stop_training = True
 
 
 class TimeLimit(tf.keras.callbacks.Callback):
@@ -83,28 +115,34 @@ class TimeLimit(tf.keras.callbacks.Callback):
 
 
 def fit(model: tf.keras.Model, train: tf.data.Dataset, val: tf.data.Dataset, steps_per_epoch: int,
-        trainer: TrainerConfig, outputs: FitOutputs,
-        extra_callbacks: List[tf.keras.callbacks.Callback], verbose: bool = False) -> pd.DataFrame:
+        trainer: TrainerConfig, outputs: FitOutputs, extra_callbacks: List[tf.keras.callbacks.Callback],
+        done: pd.DataFrame | None = None, verbose: bool = False) -> pd.DataFrame:
     """Train, then restore the best epoch's weights; returns the history (one row per epoch).
+    Resuming, `done` is the history of the epochs already trained (the model holds the best of their
+    weights, `outputs` hold their files): epochs continue after them and the history is appended to.
     The terminal gets EpochLog's one line per epoch; `verbose` adds Keras' own progress output."""
     mode = trainer.monitor_mode.value
+    guard = DivergenceGuard(trainer.divergence_patience)
+    best = None if done is None or done.empty else float(done[trainer.monitor].agg(mode))
     callbacks = [
         tf.keras.callbacks.ModelCheckpoint(str(outputs.weights), monitor=trainer.monitor, mode=mode,
-                                           save_best_only=True, save_weights_only=True),
+                                           save_best_only=True, save_weights_only=True, initial_value_threshold=best),
         tf.keras.callbacks.EarlyStopping(monitor=trainer.monitor, mode=mode,
                                          patience=trainer.early_stopping_patience),
         tf.keras.callbacks.ReduceLROnPlateau(monitor=trainer.monitor, mode=mode, factor=trainer.reduce_lr_factor,
                                              patience=trainer.reduce_lr_patience),
-        tf.keras.callbacks.CSVLogger(str(outputs.history)),
-        tf.keras.callbacks.TerminateOnNaN(),
+        tf.keras.callbacks.CSVLogger(str(outputs.history), append=done is not None),
+        guard,
         EpochLog(trainer.epochs),
         *([TimeLimit(trainer.time_limit_minutes)] if trainer.time_limit_minutes else []),
         *extra_callbacks,
     ]
-    history = model.fit(train, validation_data=val, epochs=trainer.epochs, steps_per_epoch=steps_per_epoch,
-                        callbacks=callbacks, verbose=(1 if sys.stdout.isatty() else 2) if verbose else 0)
-    losses = history.history.get("loss", [])
-    if not losses or not all(math.isfinite(value) for value in losses) or not outputs.weights.exists():
-        raise TrainingDiverged(f"training diverged (loss per epoch: {losses}); lower trainer.lr")
+    model.fit(train, validation_data=val, epochs=trainer.epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks,
+              initial_epoch=0 if done is None else len(done),
+              verbose=(1 if sys.stdout.isatty() else 2) if verbose else 0)
+    if guard.reason:
+        raise TrainingDiverged(f"{guard.reason}; lower trainer.lr or check that masks match their images")
+    if not outputs.weights.exists():
+        raise TrainingDiverged(f"no epoch gave a finite {trainer.monitor}; lower trainer.lr")
     model.load_weights(str(outputs.weights))
     return pd.read_csv(outputs.history)

@@ -1,0 +1,127 @@
+"""Surviving kill -9, OOM kills and power loss: who owns a RUNNING run, checkpoints logged while
+training, tidying up runs whose process is gone, and the last checkpoint of a run to resume it.
+
+Every run carries tags `host`, `pid` and `pid_started` (the process start time, so a reused pid is not
+mistaken for the owner) and a `heartbeat` tag (unix seconds) refreshed by a background thread.
+On the owner's host a RUNNING run whose process is gone is dead; from another host, a run whose
+heartbeat is older than `stale_minutes` is.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import List
+
+import pandas as pd
+import tensorflow as tf
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+from retina_seg.config import Config, ConfigError, validate
+from retina_seg.tracking.outbox import Outbox
+from retina_seg.tracking.runs import check_tracking, process_started
+from retina_seg.training.fit import FitOutputs
+
+log = logging.getLogger(__name__)
+RESUMABLE = ("KILLED", "FAILED")
+
+
+def _alive(pid: int, started: str) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        pass
+    return not started or process_started(pid) in ("", started)
+
+
+def reconcile(client: MlflowClient, experiment_ids: List[str], stale_minutes: float | None) -> List[str]:
+    """Mark KILLED every RUNNING run whose process is gone: on this host by pid; on other hosts by a
+    heartbeat older than `stale_minutes` (None: leave other hosts' runs alone). Returns one line per change."""
+    host, now, changes = socket.gethostname(), time.time(), []
+    for run in client.search_runs(experiment_ids, "attributes.status = 'RUNNING'", max_results=10000):
+        tags = run.data.tags
+        if tags.get("host") == host and "pid" in tags:
+            if _alive(int(tags["pid"]), tags.get("pid_started", "")):
+                continue
+            reason = f"process {tags['pid']} on {host} is gone"
+        elif stale_minutes is not None:
+            beat = float(tags.get("heartbeat", run.info.start_time / 1000))
+            if now - beat < 60 * stale_minutes:
+                continue
+            reason = f"no heartbeat from host {tags.get('host', 'unknown')} for {(now - beat) / 60:.0f} minutes"
+        else:
+            continue
+        client.set_tag(run.info.run_id, "failure_reason", reason)
+        client.set_terminated(run.info.run_id, "KILLED")
+        changes.append(f"run {run.info.run_id} ({run.info.run_name}) RUNNING -> KILLED: {reason}")
+    return changes
+
+
+class CheckpointArtifacts(tf.keras.callbacks.Callback):
+    """Log the best weights and the history so far as run artifacts each epoch in which the best-epoch
+    checkpoint was rewritten (the monitored metric improved), so a killed run keeps its best model.
+    Through the run's Outbox: a lost server leaves the checkpoint in the staging folder."""
+
+    def __init__(self, outputs: FitOutputs, outbox: Outbox):
+        super().__init__()
+        self.outputs, self.outbox = outputs, outbox
+
+    def _stamp(self):
+        return self.outputs.weights.stat().st_mtime_ns if self.outputs.weights.exists() else None
+
+    def on_train_begin(self, logs=None):
+        self.logged = self._stamp()  # resuming: the checkpoint fetched from the run is already logged
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._stamp() == self.logged:
+            return
+        self.logged = self._stamp()
+        if self.outbox.log_files([self.outputs.weights, self.outputs.history], {"checkpoint_epoch": str(epoch + 1)}):
+            log.info("checkpoint: epoch %d weights and history logged to run %s", epoch + 1, self.outbox.run_id)
+
+
+def resumed_config(cfg: DictConfig, overrides: List[str]) -> DictConfig:
+    """The config run `cfg.resume` was trained with, with this command line's `key=value` overrides on top
+    (e.g. trainer.epochs=40) and its tracking settings. Config groups cannot change: the weights would not fit."""
+    run_id, tracking = cfg.resume, validate(cfg).tracking
+    check_tracking(tracking)
+    client = MlflowClient(tracking.uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        raise ConfigError(f"resume={run_id}: no such run in tracking.uri (check tracking.uri / tracking=...)") from exc
+    if run.info.status not in RESUMABLE:
+        raise ConfigError(f"resume={run_id}: the run is {run.info.status}; only KILLED or FAILED runs can be resumed "
+                          "(a RUNNING run whose process died: python -m retina_seg.reconcile)")
+    with tempfile.TemporaryDirectory() as folder:
+        trained = OmegaConf.load(client.download_artifacts(run_id, "config.yaml", folder))
+    changes = [o.lstrip("+") for o in overrides if not o.startswith(("resume=", "hydra.", "~"))]
+    groups = [o for o in changes if isinstance(trained.get(o.split("=", 1)[0]), DictConfig)]
+    if groups:
+        raise ConfigError(f"resume={run_id}: {groups[0]} selects a config group; a resumed run keeps its model and "
+                          "data, only key=value overrides apply (e.g. trainer.epochs=40)")
+    merged = OmegaConf.merge(OmegaConf.structured(Config), trained, OmegaConf.from_dotlist(changes))
+    merged.tracking, merged.resume = cfg.tracking, run_id
+    return merged
+
+
+def fetch_checkpoint(client: MlflowClient, run_id: str, stem: str, staging: Path) -> pd.DataFrame:
+    """Download the last checkpoint of a run (`<stem>.h5`, `<stem>.csv`) into `staging`; returns the
+    history of its epochs."""
+    names = {a.path for a in client.list_artifacts(run_id)}
+    missing = [n for n in (f"{stem}.h5", f"{stem}.csv") if n not in names]
+    if missing:
+        raise ConfigError(f"resume={run_id}: the run has no checkpoint ({', '.join(missing)} not "
+                          "logged): it stopped before its first epoch ended; start a new run instead")
+    staging.mkdir(parents=True, exist_ok=True)
+    for name in (f"{stem}.h5", f"{stem}.csv"):
+        client.download_artifacts(run_id, name, str(staging))
+    return pd.read_csv(staging / f"{stem}.csv")
