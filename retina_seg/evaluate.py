@@ -58,10 +58,11 @@ def reevaluate(config: EvaluateConfig, workdir: Path, own_data: bool) -> dict:
     data, seed = (trained.data, trained.seed) if own_data else (config.data, config.seed)
     check_channels(logged, run_id, data)
     # the model only works with the preprocessing and scale it was trained with
-    splits = load_splits(data, trained.preprocess, seed, cache_dir=config.cache_dir)
+    samples = list_samples(data, seed)  # once: an IDRiD copy without its test set says so once
+    splits = load_splits(data, trained.preprocess, seed, samples, config.cache_dir)
     # a fold ensemble's folds trained on its own validation images: keep the threshold it was logged with
     thresholds = logged.thresholds if own_data and len(logged.models) > 1 else None
-    return evaluate_logged(logged, run_id, data, seed, splits, config, workdir / "artifacts", thresholds=thresholds)
+    return evaluate_logged(logged, run_id, data, samples, splits, config, workdir / "artifacts", thresholds=thresholds)
 
 
 def _run_ids(config: EvaluateConfig) -> list[str]:
@@ -88,16 +89,15 @@ def check_channels(logged: LoggedModel, run_id: str, data: DataConfig) -> None:
                           f"predicts {logged.model.output_shape[-1]}")
 
 
-def evaluate_logged(logged: LoggedModel, run_id: str, data: DataConfig, seed: int, splits: dict,
+def evaluate_logged(logged: LoggedModel, run_id: str, data: DataConfig, samples: list, splits: dict,
                     config: EvaluateConfig, staging: Path, params: dict | None = None,
                     thresholds: dict | None = None) -> dict:
-    """Evaluate on decoded `splits` of `data` (thresholds chosen on its validation split unless given);
-    logged as a run nested under the evaluated run."""
+    """Evaluate on decoded `splits` of `data` (listed as `samples`; thresholds chosen on its validation
+    split unless given); logged as a run nested under the evaluated run."""
     predictor = logged.predictor(config.inference)
     trained = logged.config
     tags = {"mlflow.parentRunId": run_id, "evaluates_run": run_id, "dataset": data.name,
             "backbone": trained.backbone.name, "arch": trained.arch.name.value}
-    samples = list_samples(data, seed)
     observers = {s.image.stem: s.second for s in samples if s.second}
     staging.mkdir(parents=True, exist_ok=True)
     (staging / "split.json").write_text(json.dumps(split_record(samples), indent=1))
@@ -144,11 +144,11 @@ def cross_dataset(config: EvaluateConfig, workdir: Path) -> pd.DataFrame:
     uri = config.tracking.uri
     client = MlflowClient(uri)
     trained_on = {run_id: find_run(client, run_id, uri).data.tags.get("dataset") for run_id in ids}
-    targets = {}
+    targets, listed = {}, {}
     for name in config.targets:
         if any(dataset != name for dataset in trained_on.values()):
             targets[name] = target_data(name, config.roots)
-            list_samples(targets[name], config.seed)  # a root that does not match its layout fails here
+            listed[name] = list_samples(targets[name], config.seed)  # a root that does not match its layout fails here
     pairs = []
     for run_id in ids:
         logged = load_logged_model(run_id, uri, trust=config.trust_model)
@@ -164,14 +164,14 @@ def cross_dataset(config: EvaluateConfig, workdir: Path) -> pd.DataFrame:
         if data is None:
             rows.append({**row, **client.get_run(run_id).data.metrics})
             continue
-        splits = load_splits(data, trained.preprocess, config.seed, cache_dir=config.cache_dir)
+        splits = load_splits(data, trained.preprocess, config.seed, listed[name], config.cache_dir)
         if config.rescale is Rescale.fov and trained.data.sampling is Sampling.patches:
             width = training_fov_width(logged, run_id, config.tracking.uri)
             rescaled = {split: rescale_to_fov(arrays, width) for split, arrays in splits.items()}
             splits = {split: arrays for split, (arrays, _) in rescaled.items()}
             row["scale"] = rescaled["test"][1]
         staging = workdir / f"{run_id[:8]}-{name}" / "artifacts"
-        summary = evaluate_logged(logged, run_id, data, config.seed, splits, config, staging,
+        summary = evaluate_logged(logged, run_id, data, listed[name], splits, config, staging,
                                   {"rescale": config.rescale.value, "rescale_factor": row["scale"]})
         rows.append({**row, **summary})
     table = pd.DataFrame(rows)

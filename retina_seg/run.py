@@ -222,6 +222,8 @@ def run_folds(cfg: DictConfig, config: Config, samples: list, observers: dict, w
         write_report(staging, f"{name}: {plan.folds}-fold cross-validation ({run.info.run_id})",
                      cv_sections(staging, cfg))
         log_staged(staging)
+        log_pipeline_model(staging, config, example_photograph(config),  # the served fold ensemble
+                           folds=[workdir / f"fold{k}" / "artifacts" for k in range(plan.folds)])
     log.info("cross-validation run %s: test F1 %.4f +- %.4f over %d folds", run.info.run_id, table["test_f1"].mean(),
              table["test_f1"].std(ddof=1), plan.folds)
     return JobResult(run_id=run.info.run_id, model=None, metrics=summary, objective=objective)

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import cv2
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -86,6 +88,17 @@ def test_the_parent_run_id_predicts_with_the_mean_of_the_folds(cv_run, tmp_path)
     assert [p.name for p in done] == ["000.png"]
     written = cv2.imread(str(tmp_path / "000_prob.png"), cv2.IMREAD_UNCHANGED)
     assert np.abs(written.astype(int) - np.round(averaged[..., 0] * 255)).max() <= 1
+
+    # the parent's logged MLflow model serves the same ensemble: predict's mask, pixel for pixel
+    predict_folder(validate(compose_config([*isolate(tmp), f"run_id={parent.info.run_id}", f"input={image_path}",
+                                            f"output={tmp_path}/own"], name="predict")))
+    mlflow.set_tracking_uri(uri)
+    served = mlflow.pyfunc.load_model(f"runs:/{parent.info.run_id}/model").predict(
+        pd.DataFrame({"image": [base64.b64encode(image_path.read_bytes()).decode()]}))
+    mask = cv2.imdecode(np.frombuffer(base64.b64decode(served["mask"][0]), np.uint8), cv2.IMREAD_UNCHANGED)
+    expected = cv2.imread(str(tmp_path / "own" / "000_mask.png"), cv2.IMREAD_UNCHANGED)
+    assert expected.any() and not expected.all(), "a constant mask would prove nothing"
+    np.testing.assert_array_equal(mask, expected)
 
 
 def test_evaluating_an_ensemble_on_images_its_folds_trained_on_is_refused(cv_run, tmp_path):

@@ -14,6 +14,7 @@ import tempfile
 from dataclasses import asdict
 from importlib.metadata import version
 from pathlib import Path
+from typing import Sequence
 
 import mlflow
 import numpy as np
@@ -21,7 +22,7 @@ import pandas as pd
 
 from retina_seg.config import Config, ServeConfig
 from retina_seg.serve.contract import IMAGE, RequestError, decode_row, encode_file, response_row, signature
-from retina_seg.tracking.reload import load_segmenter
+from retina_seg.tracking.reload import FOLDS, load_segmenter
 
 RUN_FILES = ("config.yaml", "metrics/summary.json")
 
@@ -57,15 +58,24 @@ def requirements() -> list[str]:
                                                      "opencv-python-headless", "pillow")]
 
 
-def log_pipeline_model(run_files: Path, config: Config, example: np.ndarray, path: Path | None = None) -> None:
+def log_pipeline_model(run_files: Path, config: Config, example: np.ndarray, path: Path | None = None,
+                       folds: Sequence[Path] = ()) -> None:
     """Log the whole inference path as the active run's model `model` (or save it at `path`, for a run whose
     tracking server was lost), with its signature and `example` (a uint8 RGB photograph, sent as a PNG file)
-    as input example. `run_files` is the run's staging folder."""
+    as input example. `run_files` is the run's staging folder; a cross-validation parent passes its folds'
+    staging folders as `folds` and serves their ensemble (`folds/fold<k>/` in the model, see reload.py)."""
+    pair = (f"{config.artifact_stem}.json", f"{config.artifact_stem}.h5")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "run"
-        for name in (f"{config.artifact_stem}.json", f"{config.artifact_stem}.h5", *RUN_FILES):
-            (folder / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(run_files / name, folder / name)
+        copies = [(run_files / name, folder / name) for name in RUN_FILES]
+        if folds:
+            copies += [(fold / name, folder / FOLDS / f"fold{k}" / name)
+                       for k, fold in enumerate(folds) for name in pair]
+        else:
+            copies += [(run_files / name, folder / name) for name in pair]
+        for source, target in copies:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, target)
         model = dict(
             python_model=str(Path(__file__).with_name("model_code.py")), artifacts={"run": str(folder)},
             signature=signature(config.data.channels), input_example=pd.DataFrame({IMAGE: [encode_file(example)]}),

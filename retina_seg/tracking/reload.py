@@ -26,6 +26,7 @@ from retina_seg.inference.segmenter import Segmenter
 
 log = logging.getLogger(__name__)
 SUFFIX = "_Retinal"
+FOLDS = "folds"  # in a folder of run files: one subfolder fold<k> per cross-validation fold
 CODE_CARRYING_LAYERS = {"Lambda", "TFOpLambda", "SlicingOpLambda"}
 
 
@@ -71,10 +72,14 @@ def load_logged_model(source: str, tracking_uri: str | None, trust: bool = False
                       fallback: Config | None = None) -> LoggedModel:
     """The model and the config it was trained with, from a run id or a folder (a run's artifacts).
     A bare folder without the run's config.yaml uses `fallback` (the command line's config). The id of
-    a cross-validation parent run gives the ensemble of its folds' models."""
+    a cross-validation parent run gives the ensemble of its folds' models, and so does a folder whose
+    `folds/fold<k>/` hold one model each (a parent's served model)."""
     folder = Path(source)
     if folder.is_dir():
-        return LoggedModel([_build(*_find_pair(folder), trust=trust)], *_config_and_thresholds(folder, fallback), None)
+        members = sorted((folder / FOLDS).iterdir(), key=lambda f: int(f.name.removeprefix("fold"))) if (
+            folder / FOLDS).is_dir() else [folder]
+        return LoggedModel([_build(*_find_pair(member), trust=trust) for member in members],
+                           *_config_and_thresholds(folder, fallback), None)
     tracking_uri = tracking_uri or default_tracking_uri()
     client = MlflowClient(tracking_uri)
     run = find_run(client, source, tracking_uri)
