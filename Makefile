@@ -17,8 +17,8 @@ $(STAMP): pyproject.toml
 run: setup  ## train the default job on the built-in synthetic dataset, logged to ./mlflow.db
 	$(BIN)/python -m retina_seg.run
 
-test: setup postgres
-	$(BIN)/python -m pytest
+test: setup postgres  ## the suite, two test files at a time (pytest-xdist)
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 ui: setup  ## browse runs at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

@@ -1,8 +1,9 @@
 """`python -m retina_seg.run [overrides]`: compose, validate, train, evaluate, and log one MLflow run.
 
 The runner only wires the stages together; each stage gets the part of the config it needs.
-Everything cheap that can reject the config (schema, tracking store, data files, model build)
-runs before the MLflow run starts, so bad input leaves no half-written run behind. (The package's
+Everything cheap that can reject the config (schema, the pre-flight of store, artifact location and
+folders, data files, model build) runs before the MLflow run starts, so bad input leaves no
+half-written run behind; `resume=<run id>` continues a KILLED or FAILED run from its checkpoint. (The package's
 __init__ has already selected the Keras 2 stack before TensorFlow is imported here.)
 With `-m` every job is its own run, tagged with the sweep it belongs to.
 """

@@ -17,6 +17,11 @@ from mlflow.tracking import MlflowClient
 
 from retina_seg.config import CONF_DIR, PROJECT_ROOT
 
+# `make test` runs two pytest-xdist workers on the 2 cores: one TensorFlow thread pool of one thread per
+# process (inherited by every process a test starts), instead of two workers' pools fighting over both cores
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"  # real datasets for tests that skip without them
 
 # Tiny settings every end-to-end test starts from: 64 px images, a handful of them, one short epoch.

@@ -79,7 +79,7 @@ def server_args(server: TeamServer, tmp: Path) -> list[str]:
             f"data.root={tmp}/cache"]
 
 
-def test_parallel_runs_and_a_sweep_log_to_postgres_and_compare_reads_them(team, tmp_path, monkeypatch):
+def test_parallel_runs_and_a_sweep_log_to_postgres_and_compare_and_promote_read_them(team, tmp_path, monkeypatch):
     server, credentials = team
     jobs = [start("retina_seg.run", [*server_args(server, tmp_path / f"run{i}"), f"seed={i}",
                                      f"hydra.run.dir={tmp_path}/run{i}"], tmp_path / f"run{i}.out", credentials)
@@ -106,6 +106,12 @@ def test_parallel_runs_and_a_sweep_log_to_postgres_and_compare_reads_them(team, 
     assert done.returncode == 0, done.stderr[-2000:]
     table = (tmp_path / "compare" / "artifacts" / "comparison.csv").read_text()
     assert len(table.strip().splitlines()) == 3  # header + the sweep's two jobs
+    done = subprocess.run([sys.executable, "-m", "retina_seg.promote", "tracking=server", f"tracking.uri={server.uri}",
+                           "sweep=sweep", f"hydra.run.dir={tmp_path}/promote"], capture_output=True, text=True,
+                          timeout=300, cwd=PROJECT_ROOT, env={**os.environ, **credentials})
+    assert done.returncode == 0, done.stderr[-2000:]
+    champion = client.get_model_version_by_alias("retina-seg", "champion")  # the registry, in PostgreSQL
+    assert champion.run_id in {r.info.run_id for r in runs if r.data.tags.get("sweep_id") == "sweep"}
 
     secret = credentials["MLFLOW_TRACKING_PASSWORD"]
     for run in runs:
