@@ -225,7 +225,7 @@ class InferenceConfig:
     stride: int | None = None  # sliding-window step in pixels; null: half the window (image_size)
     flip_tta: bool = False  # average the predictions of the four horizontal/vertical flips
     batch_size: int = 4  # windows per forward pass: bounds memory on large images
-    mode: InferenceMode = InferenceMode.tiles
+    mode: InferenceMode = InferenceMode.whole  # measured: equal F1/AUC to tiles, a third of the time (README)
     memory_budget_mb: int = 4096  # whole: the largest activation memory one forward pass may take
     jit_compile: bool = False  # XLA-compile the forward pass
     fov_mask: bool = True  # zero predictions outside the field of view derived from the image's red channel

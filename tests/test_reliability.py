@@ -29,11 +29,15 @@ READ_ONLY = Path("/proc/retina-seg")  # a real read-only place, even for root (p
 
 
 def start(tmp_path: Path, name: str, *overrides: str) -> subprocess.Popen:
-    """`python -m retina_seg.run` in the background; its Hydra log is `<tmp_path>/<name>/run.log`."""
+    """`python -m retina_seg.run` in the background; its Hydra log is `<tmp_path>/<name>/run.log`.
+    SIGINT is reset to its default in the child, as in a terminal: a suite started in the background
+    (`make test &`, pytest-xdist's workers) passes SIGINT down as ignored, and Python then never turns
+    it into KeyboardInterrupt."""
     args = [sys.executable, "-m", "retina_seg.run", *TINY, *isolate(tmp_path), *overrides,
             f"hydra.run.dir={tmp_path}/{name}"]
     return subprocess.Popen(args, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for_line(proc: subprocess.Popen, log: Path, text: str, minutes: float = 10) -> None:

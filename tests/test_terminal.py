@@ -20,7 +20,7 @@ def test_evaluate_help_lists_its_own_options_and_not_the_training_config(tmp_pat
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("python -m retina_seg.evaluate run_id=<id>")
     assert "run_id=null    the training run (required)" in done.stdout
-    assert "inference.mode=tiles" in done.stdout and "chase_db1, drive" in done.stdout
+    assert "inference.mode=whole" in done.stdout and "chase_db1, drive" in done.stdout
     for hidden in ("trainer.", "schema", "apps/", "hydra/", "== Config ==", "augmentation"):
         assert hidden not in done.stdout, hidden
 
