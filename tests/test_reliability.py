@@ -109,15 +109,12 @@ def test_preflight_rejects_an_unwritable_output_folder_and_a_deleted_experiment(
 
 def test_unwritable_artifact_location_stops_the_command_before_training(tmp_path):
     """It used to be found after training: a traceback, a FAILED run and no artifacts."""
-    started = time.perf_counter()
     done = run_cli("retina_seg.run", [*TINY, *isolate(tmp_path), f"tracking.artifact_location={READ_ONLY}/art"],
                    tmp_path)
-    seconds = time.perf_counter() - started
     assert done.returncode == 2, done.stderr[-2000:]
     [line] = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert f"artifact location 'file://{READ_ONLY}/art'" in line and "Traceback" not in done.stderr
     assert runs_in(tmp_path) == [] and "epoch" not in (tmp_path / "hydra" / "run.log").read_text()
-    assert seconds < 60, seconds  # was minutes of retries for a read-only store; the rest is importing TensorFlow
 
 
 def test_sigint_and_sigterm_end_killed_with_one_line_and_130_or_143(tmp_path):
