@@ -51,7 +51,7 @@ def test_the_mlflow_record_holds_no_noise(finished):
     params = run.data.params
     assert params["data.num_images"] == "8" and int(params["model.parameters"]) > 1_000_000
     for noise in ("data.lesion_types", "data.foreground_share", "verbose", "tracking.uri",
-                  "inference.memory_budget_mb"):
+                  "inference.stride"):  # the sliding window's knob: the default mode is whole
         assert noise not in params, noise
     # the learning rate the optimizer used in each epoch; test figures logged once, secondary ones kept out
     assert [(m.step, m.value) for m in client.get_metric_history(result.run_id, "learning_rate")] == [
