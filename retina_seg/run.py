@@ -107,13 +107,13 @@ def run_job(cfg: DictConfig, workdir: Path, sweep_tags: dict | None = None, over
         return run_folds(cfg, config, samples, observers, workdir, tags, sweep_tags or {}, name)
     splits = load_splits(config.data, config.preprocess, config.seed, samples, config.cache_dir)
     return train_run(cfg, config, splits, split_record(samples), observers, workdir, {**tags, **(sweep_tags or {})},
-                     name)
+                     name, example_photograph(samples))
 
 
 def train_run(cfg: DictConfig, config: Config, splits: dict, split: dict, observers: dict, workdir: Path, tags: dict,
-              name: str, nested: bool = False) -> JobResult:
+              name: str, example: np.ndarray, nested: bool = False) -> JobResult:
     """Build, train, evaluate, report and log one model on decoded `splits` (`split`: their image stems;
-    `observers`: image stem -> second observer's mask file)."""
+    `observers`: image stem -> second observer's mask file; `example`: the logged model's input example)."""
     tf.keras.utils.set_random_seed(config.seed)
     channels = config.data.channels
     patches = config.data.sampling is Sampling.patches
@@ -171,7 +171,7 @@ def train_run(cfg: DictConfig, config: Config, splits: dict, split: dict, observ
         log_summary(summary, outbox.log_metrics)
         write_report(staging, f"{name} ({run.info.run_id})", run_sections(staging, cfg))
         outbox.log_artifacts(staging)
-        outbox.log_model(partial(log_pipeline_model, staging, config, example_photograph(config)))
+        outbox.log_model(partial(log_pipeline_model, staging, config, example))
         objective = float(history[config.trainer.monitor].agg(config.trainer.monitor_mode.value))
         kept = history[config.trainer.monitor].agg(f"idx{config.trainer.monitor_mode.value}")
         # `objective`: what a sweeper optimizes; `val_f1`: the validation F1 of the epoch whose weights were kept
@@ -189,6 +189,7 @@ def run_folds(cfg: DictConfig, config: Config, samples: list, observers: dict, w
     folds = [fold_samples(samples, plan, k, config.data.val_fraction, config.seed) for k in range(plan.folds)]
     decoded = load_splits(config.data, config.preprocess, config.seed, folds[0], config.cache_dir)
     fold_splits = [regroup(decoded, fold, config.data) for fold in folds]
+    example = example_photograph(samples)
     staging = workdir / "artifacts"
     staging.mkdir(parents=True, exist_ok=True)
     (staging / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
@@ -203,7 +204,8 @@ def run_folds(cfg: DictConfig, config: Config, samples: list, observers: dict, w
         mlflow.log_params(run_params(config, OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
         mlflow.log_metric("fov_width_px", median_fov_width(decoded["train"]))
         results = [train_run(cfg, config, fold_splits[k], record["splits"][k], observers, workdir / f"fold{k}",
-                             {**tags, "cv_fold": str(k)}, f"{name}-fold{k}", nested=True) for k in range(plan.folds)]
+                             {**tags, "cv_fold": str(k)}, f"{name}-fold{k}", example, nested=True)
+                   for k in range(plan.folds)]
         summaries = [{**r.metrics, "objective": r.objective} for r in results]
         table = fold_table([(r.run_id, s) for r, s in zip(results, summaries, strict=True)],
                            [{s: len(a) for s, a in f.items()} for f in fold_splits])
@@ -223,17 +225,19 @@ def run_folds(cfg: DictConfig, config: Config, samples: list, observers: dict, w
         write_report(staging, f"{name}: {plan.folds}-fold cross-validation ({run.info.run_id})",
                      cv_sections(staging, cfg))
         log_staged(staging)
-        log_pipeline_model(staging, config, example_photograph(config),  # the served fold ensemble
+        log_pipeline_model(staging, config, example,  # the served fold ensemble
                            folds=[workdir / f"fold{k}" / "artifacts" for k in range(plan.folds)])
     log.info("cross-validation run %s: test F1 %.4f +- %.4f over %d folds", run.info.run_id, table["test_f1"].mean(),
              table["test_f1"].std(ddof=1), plan.folds)
     return JobResult(run_id=run.info.run_id, model=None, metrics=summary, objective=objective)
 
 
-def example_photograph(config: Config) -> np.ndarray:
-    """The first test photograph as read from its file (no preprocessing), at most 256 px a side: the logged
-    model's input example, small so that the check MLflow runs on it when logging stays quick."""
-    sample = next(s for s in list_samples(config.data, config.seed) if s.split == "test")
+def example_photograph(samples: list) -> np.ndarray:
+    """The first test photograph of `samples` as read from its file (no preprocessing), at most 256 px a side:
+    the logged model's input example, small so that the check MLflow runs on it when logging stays quick.
+    Made once per job, after its files were checked, from the samples it listed (listing again would
+    repeat the adapters' log lines)."""
+    sample = next(s for s in samples if s.split == "test")
     image = read_image(sample.image)
     return cv2.resize(image, capped_size(image.shape, 256), interpolation=cv2.INTER_AREA)
 
