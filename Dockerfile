@@ -1,4 +1,5 @@
-# A REST server for one logged retina-seg model: the same `mlflow models serve` command the test suite runs.
+# A REST server for one logged retina-seg model: `retina-seg-serve`, the command the test suite runs (MLflow's
+# scoring server behind the request guard that caps bodies at serve.max_body_mb).
 #
 #   mlflow artifacts download -u models:/retina-seg@champion -d model     # or runs:/<run id>/model
 #   docker build -t retina-seg-serve --build-arg MODEL_DIR=model .
@@ -21,4 +22,4 @@ USER serve
 WORKDIR /home/serve
 EXPOSE 5001
 # 0.0.0.0 inside the container only, so that `docker run -p 127.0.0.1:5001:5001` can reach it
-CMD ["mlflow", "models", "serve", "-m", "/model", "--env-manager", "local", "-h", "0.0.0.0", "-p", "5001"]
+CMD ["retina-seg-serve", "/model", "--host", "0.0.0.0", "--port", "5001"]

@@ -14,7 +14,7 @@ F1/AUC of each mode on the CHASE_DB1 test images (threshold chosen on validation
 model from `--run-id` or trained for `--train-minutes` inside the bench.
 
 Section `serving` (`retina_seg/serve/benchmark.py`): one CHASE_DB1 photograph in process and through
-`mlflow models serve` (skipped with a message when the CHASE_DB1 copy is absent).
+`retina-seg-serve` (skipped with a message when the CHASE_DB1 copy is absent).
 
     python -m retina_seg.bench [--sections pipeline inference serving] [--steps 30] [--chase-root PATH]
                                [--run-id ID --tracking-uri URI] [--xla] [--serving-seconds 60]

@@ -253,6 +253,7 @@ class ServeConfig:
     min_side: int = 32  # smaller images are refused: no fundus photograph is this small
     max_side: int = 8192  # larger ones too, read from the file header (a small PNG can decode to gigabytes)
     max_image_mb: float = 20.0  # largest encoded image file accepted per row
+    max_body_mb: float = 32.0  # largest request body `retina-seg-serve` reads (one 20 MB file is 27 MB of base64)
 
     def __post_init__(self) -> None:
         _require(self.min_side >= 1, "serve.min_side", "an integer >= 1", self.min_side)
@@ -260,6 +261,8 @@ class ServeConfig:
                  self.max_side)
         _require(math.isfinite(self.max_image_mb) and self.max_image_mb > 0, "serve.max_image_mb", "a size > 0",
                  self.max_image_mb)
+        _require(math.isfinite(self.max_body_mb) and self.max_body_mb > 0, "serve.max_body_mb", "a size > 0",
+                 self.max_body_mb)
 
 
 @dataclass

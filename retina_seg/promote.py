@@ -2,7 +2,8 @@
 
 Registers the run's logged pyfunc model as a new version of `model_name` in the tracking store's
 registry and points the alias `alias` (default `champion`) at it. Serve it with
-`mlflow models serve -m models:/retina-seg@champion --env-manager local -h 127.0.0.1 -p 5001`.
+`retina-seg-serve models:/retina-seg@champion` (or `mlflow models serve -m models:/retina-seg@champion
+--env-manager local -h 127.0.0.1 -p 5001`, without the request guard).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def main(cfg: DictConfig) -> None:
     uri = f"models:/{config.model_name}@{config.alias}"
     print(f"{config.model_name} version {done.version} is run {done.run.info.run_id} ({config.metric}="
           f"{done.value:.4f}, the best of sweep {config.sweep}); {uri} points at it. Serve it with\n"
-          f"  mlflow models serve -m {uri} --env-manager local -h 127.0.0.1 -p 5001")
+          f"  retina-seg-serve {uri} --host 127.0.0.1 --port 5001")
 
 if __name__ == "__main__":
     main()

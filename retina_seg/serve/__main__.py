@@ -1,29 +1,46 @@
 """`retina-seg-serve <model uri> [--host 127.0.0.1] [--port 5001]` (or `python -m retina_seg.serve`).
 
-Runs `mlflow models serve -m <uri> --env-manager local` from this environment: it needs the `uvicorn`
-beside this Python on PATH, which an inactive virtual environment does not provide. The default host
-is 127.0.0.1: the server has no authentication; put a proxy with authentication in front of it.
+Serves a logged retina-seg model over REST: MLflow's own scoring server (what `mlflow models serve
+--env-manager local` runs), behind a guard that caps the request body (`serve.max_body_mb`, HTTP 413)
+and answers an empty or non-JSON body with one line (HTTP 400). `runs:/` and `models:/` URIs are
+downloaded once into a temporary folder, removed when the server stops. The default host is 127.0.0.1:
+the server has no authentication; put a proxy with authentication and TLS in front of it.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
+import tempfile
 from pathlib import Path
+
+from retina_seg.serve import MODEL_FOLDER
+
+
+def model_folder(uri: str, downloads: str) -> str:
+    """A local folder holding the model: `uri` itself if it is one, else its download into `downloads`."""
+    if Path(uri).is_dir():
+        return uri
+    import mlflow
+
+    return mlflow.artifacts.download_artifacts(uri, dst_path=downloads)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="retina-seg-serve", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="runs:/<run id>/model, models:/<name>@champion or a model folder")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5001)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--timeout", type=int, default=60, help="seconds before a request gets HTTP 504")
     args = parser.parse_args()
-    bin_dir = str(Path(sys.executable).parent)
-    os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
-    os.execv(sys.executable, [sys.executable, "-m", "mlflow", "models", "serve", "-m", args.model, "--env-manager",
-                              "local", "-h", args.host, "-p", str(args.port), "-w", str(args.workers)])
+    import uvicorn  # after parsing, so that --help answers at once
+
+    with tempfile.TemporaryDirectory(prefix="retina-seg-serve-") as tmp:
+        os.environ[MODEL_FOLDER] = model_folder(args.model, tmp)
+        os.environ["MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT"] = str(args.timeout)
+        uvicorn.run("retina_seg.serve.app:app", host=args.host, port=args.port, workers=args.workers)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,10 @@
 
 For one CHASE_DB1 photograph and the default model (its architecture and inference settings; the
 weights do not change the time), logged as the pyfunc model into a throw-away store: the in-process
-time of the Segmenter (what `predict` runs per image), the time of one request to `mlflow models serve`
-with one client, then p50/p95 latency, throughput and errors with four concurrent clients over
-`seconds`, and the request body size. Prints a table and served / in-process (target <= 1.3).
+time of the Segmenter (what `predict` runs per image), the time of one request to `retina-seg-serve`
+(MLflow's scoring server behind the request guard) with one client, then p50/p95 latency, throughput
+and errors with four concurrent clients over `seconds`, and the request body size. Prints a table and
+served / in-process (target <= 1.3).
 """
 
 from __future__ import annotations
@@ -55,10 +56,9 @@ def start_server(run_id: str, folder: Path) -> tuple[subprocess.Popen, str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"runs:/{run_id}/model",
-                             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db"}
+    proc = subprocess.Popen([sys.executable, "-m", "retina_seg.serve", f"runs:/{run_id}/model", "--host", "127.0.0.1",
+                             "--port", str(port)],
                             stdout=open(folder / "server.log", "w"), stderr=subprocess.STDOUT, env=env,
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -70,7 +70,7 @@ def start_server(run_id: str, folder: Path) -> tuple[subprocess.Popen, str]:
         except OSError:
             time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGTERM)
-    raise RuntimeError(f"mlflow models serve did not start: {(folder / 'server.log').read_text()[-2000:]}")
+    raise RuntimeError(f"retina-seg-serve did not start: {(folder / 'server.log').read_text()[-2000:]}")
 
 
 def post(url: str, body: bytes) -> float:

@@ -27,6 +27,7 @@ from retina_seg.config import ServeConfig
 from retina_seg.data.loading import DataError, decode_image
 
 IMAGE = "image"
+TRUST = "trust_model"  # model config key: allow code-carrying Lambda layers (the rest are ServeConfig's limits)
 
 
 class RequestError(MlflowException):
@@ -45,6 +46,12 @@ class RequestError(MlflowException):
     @message.setter
     def message(self, value: str) -> None:
         self.__dict__.setdefault("_reason", value)
+
+
+def limits_of(model_config: dict | None) -> ServeConfig:
+    """The request limits in a served model's config: its run's `serve` section, or what SERVING_MODEL_CONFIG
+    overrides; a model logged before a limit existed gets that limit's default."""
+    return ServeConfig(**{key: value for key, value in (model_config or {}).items() if key != TRUST})
 
 
 def output_columns(channels: List[str]) -> Dict[str, str]:

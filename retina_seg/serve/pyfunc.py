@@ -20,8 +20,17 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from retina_seg.config import Config, ServeConfig
-from retina_seg.serve.contract import IMAGE, RequestError, decode_row, encode_file, response_row, signature
+from retina_seg.config import Config
+from retina_seg.serve.contract import (
+    IMAGE,
+    TRUST,
+    RequestError,
+    decode_row,
+    encode_file,
+    limits_of,
+    response_row,
+    signature,
+)
 from retina_seg.tracking.reload import FOLDS, load_segmenter
 
 RUN_FILES = ("config.yaml", "metrics/summary.json")
@@ -31,9 +40,8 @@ class RetinaSegModel(mlflow.pyfunc.PythonModel):
     """Rows of base64 image files -> rows of base64 PNG masks (see contract.py)."""
 
     def load_context(self, context) -> None:
-        settings = dict(context.model_config or {})
-        self.trust = bool(settings.pop("trust_model", False))
-        self.limits = ServeConfig(**settings)
+        self.trust = bool((context.model_config or {}).get(TRUST, False))
+        self.limits = limits_of(context.model_config)
         self.segmenter = load_segmenter(Path(context.artifacts["run"]), trust=self.trust)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
@@ -79,7 +87,7 @@ def log_pipeline_model(run_files: Path, config: Config, example: np.ndarray, pat
         model = dict(
             python_model=str(Path(__file__).with_name("model_code.py")), artifacts={"run": str(folder)},
             signature=signature(config.data.channels), input_example=pd.DataFrame({IMAGE: [encode_file(example)]}),
-            model_config={"trust_model": False, **asdict(config.serve)}, pip_requirements=requirements())
+            model_config={TRUST: False, **asdict(config.serve)}, pip_requirements=requirements())
         if path is None:
             mlflow.pyfunc.log_model(name="model", **model)
         else:

@@ -1,5 +1,5 @@
 """`python -m retina_seg.promote`: the best run of a sweep becomes a registered version under alias `champion`
-in a real SQLite store, and `models:/<name>@champion` loads as the served model does."""
+in a real SQLite store, and the folder `retina-seg-serve models:/<name>@champion` serves answers as that run does."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from retina_seg.run import run_job
+from retina_seg.serve.__main__ import model_folder
 from tests.conftest import TINY, compose_config, isolate, run_cli
 from tests.serve.conftest import SWEEP
 
@@ -36,7 +37,9 @@ def test_promote_registers_the_best_run_of_a_sweep_as_champion(logged, tmp_path)
 
     mlflow.set_tracking_uri(uri)
     photo = base64.b64encode((inputs / "colour.png").read_bytes()).decode()
-    served = mlflow.pyfunc.load_model("models:/retina-seg@champion").predict(pd.DataFrame({"image": [photo]}))
+    # the folder `retina-seg-serve models:/retina-seg@champion` serves
+    folder = model_folder("models:/retina-seg@champion", str(tmp_path / "downloads"))
+    served = mlflow.pyfunc.load_model(folder).predict(pd.DataFrame({"image": [photo]}))
     direct = mlflow.pyfunc.load_model(f"runs:/{best}/model").predict(pd.DataFrame({"image": [photo]}))
     decode = lambda text: cv2.imdecode(np.frombuffer(base64.b64decode(text), np.uint8), cv2.IMREAD_UNCHANGED)  # noqa: E731
     np.testing.assert_array_equal(decode(served["mask"][0]), decode(direct["mask"][0]))

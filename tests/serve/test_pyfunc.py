@@ -90,7 +90,7 @@ def test_served_model_refuses_code_carrying_layers_unless_trusted(logged, tmp_pa
     assert trusted.segmenter.predictor.model.output_shape == (None, None, None, 1)
 
 
-# --- over REST: one real `mlflow models serve` for the whole suite ---
+# --- over REST: the two real servers, each started once for the whole suite ---
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -98,22 +98,29 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(logged):
-    """`mlflow models serve -m runs:/<id>/model --env-manager local` on 127.0.0.1, in its own process group."""
+BIN = Path(sys.executable).parent  # uvicorn, which `mlflow models serve` runs, and the console scripts live here
+MLFLOW, RETINA_SEG = "mlflow models serve", "retina-seg-serve"
+COMMANDS = {MLFLOW: lambda uri, port: [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager",
+                                       "local", "-h", "127.0.0.1", "-p", str(port)],
+            RETINA_SEG: lambda uri, port: [str(BIN / "retina-seg-serve"), uri, "--host", "127.0.0.1", "--port",
+                                           str(port)]}
+
+
+@pytest.fixture(scope="module", params=[MLFLOW, RETINA_SEG])
+def server(request, logged):
+    """(kind, url, log): the real server serving runs:/<id>/model on 127.0.0.1, in its own process group."""
     tmp, result, _ = logged
     port = free_port()
-    bin_dir = str(Path(sys.executable).parent)  # uvicorn, which `mlflow models serve` runs, lives beside python
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db",
-           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    log = open(tmp / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"runs:/{result.run_id}/model",
-                             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    log_path = tmp / f"server-{request.param.split()[0]}.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen(COMMANDS[request.param](f"runs:/{result.run_id}/model", port), stdout=log,
+                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_up(proc, f"{url}/ping", tmp / "server.log", seconds=180)
-        yield url, tmp / "server.log"
+        wait_until_up(proc, f"{url}/ping", log_path, seconds=180)
+        yield request.param, url, log_path
     finally:
         stop_group(proc)
         log.close()
@@ -135,7 +142,7 @@ def request_for(*images: str, **params) -> bytes:
 
 def test_rest_server_answers_with_predicts_masks(logged, server):
     tmp, _, inputs = logged
-    url, _ = server
+    _, url, _ = server
     names = list(FORMATS)
     status, answer = post(url, request_for(*(encoded(inputs / n) for n in names)))
     assert status == 200, answer
@@ -145,34 +152,39 @@ def test_rest_server_answers_with_predicts_masks(logged, server):
         np.testing.assert_array_equal(decoded(row["mask"]), predicted(tmp, name), err_msg=name)
 
 
-def bad_requests(inputs: Path) -> dict:
+def bad_requests(inputs: Path, kind: str) -> dict:
+    """case -> (body, HTTP status, reason the one-line message holds)."""
     png = (inputs / "colour.png").read_bytes()
     tiny = cv2.imencode(".png", np.full((10, 10, 3), 128, np.uint8))[1].tobytes()
     text = base64.b64encode
-    return {
-        "not an image": (request_for(text(b"just some text, not an image file").decode()), "not an image file"),
-        "truncated file": (request_for(text(png[: len(png) // 2]).decode()), "truncated or corrupt"),
-        "not base64": (request_for("%%% not base64 %%%"), "not base64"),
-        # rejected by MLflow's own parser, whose message goes on to echo the body: only its first line is the reason
-        "empty body": (b"", "Ensure that input is a valid JSON"),
+    refused_by_the_model = {
+        "not an image": (request_for(text(b"just some text, not an image file").decode()), 400, "not an image file"),
+        "truncated file": (request_for(text(png[: len(png) // 2]).decode()), 400, "truncated or corrupt"),
+        "not base64": (request_for("%%% not base64 %%%"), 400, "not base64"),
         "missing image column": (json.dumps({"dataframe_split": {"columns": ["picture"],
                                                                  "data": [[text(png).decode()]]}}).encode(),
-                                 "no 'image' column"),
-        "10x10 image": (request_for(text(tiny).decode()), "is 10x10: each side must be between 32"),
-        "bad threshold": (request_for(text(png).decode(), threshold=1.5), "params.threshold=1.5"),
-        "100 MB body": (request_for("A" * (100 * 2**20)), "the limit is 20 MB"),
+                                 400, "no 'image' column"),
+        "10x10 image": (request_for(text(tiny).decode()), 400, "is 10x10: each side must be between 32"),
+        "bad threshold": (request_for(text(png).decode(), threshold=1.5), 400, "params.threshold=1.5"),
+        "22 MB file": (request_for("A" * (30 * 2**20)), 400, "the limit is 20 MB"),
     }
+    if kind == MLFLOW:  # MLflow's own parser, whose message goes on to echo the body: its first line is the reason
+        return {**refused_by_the_model, "empty body": (b"", 400, "Ensure that input is a valid JSON"),
+                "100 MB body": (request_for("A" * (100 * 2**20)), 400, "the limit is 20 MB")}
+    return {**refused_by_the_model, "empty body": (b"", 400, "the request body is empty: expected JSON"),
+            "not JSON": (b'{"dataframe_split": [', 400, "the request body is not JSON (Expecting value"),
+            "100 MB body": (request_for("A" * (100 * 2**20)), 413, "the request body is 100 MB: the limit is 32 MB")}
 
 
-def test_bad_requests_get_400_with_one_line_and_the_server_goes_on(logged, server):
+def test_bad_requests_get_4xx_with_one_line_and_the_server_goes_on(logged, server):
     tmp, _, inputs = logged
-    url, server_log = server
+    kind, url, server_log = server
     good = request_for(encoded(inputs / "colour.png"))
-    for case, (body, reason) in bad_requests(inputs).items():
+    for case, (body, expected_status, reason) in bad_requests(inputs, kind).items():
         status, answer = post(url, body)
-        assert 400 <= status < 500, (case, status, answer)
+        assert status == expected_status, (case, status, str(answer)[:500])
         message = answer.get("message", "")
-        one_line = message if case != "empty body" else message.splitlines()[0]
+        one_line = message.splitlines()[0] if (kind, case) == (MLFLOW, "empty body") else message
         assert reason in one_line and "\n" not in one_line, (case, message[:500])
         status, answer = post(url, good)
         assert status == 200, (case, answer)

@@ -1,0 +1,16 @@
+"""The ASGI app that `retina-seg-serve` runs under uvicorn: MLflow's own scoring server (the same
+`/invocations`, `/ping`, `/health` and `/version` as `mlflow models serve`) for the model folder named
+by RETINA_SEG_SERVE_MODEL, behind the RequestGuard sized by the model's `max_body_mb`."""
+
+from __future__ import annotations
+
+import os
+
+from mlflow.pyfunc import scoring_server
+
+from retina_seg.serve import MODEL_FOLDER
+from retina_seg.serve.contract import limits_of
+from retina_seg.serve.guard import RequestGuard
+
+model = scoring_server.load_model_with_mlflow_config(os.environ[MODEL_FOLDER])
+app = RequestGuard(scoring_server.init(model), limits_of(model.model_config).max_body_mb)

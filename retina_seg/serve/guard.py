@@ -1,0 +1,88 @@
+"""What MLflow's scoring server lacks in front of the served model: a cap on the request body, and a
+one-line answer to a body that is not JSON.
+
+MLflow's server (uvicorn + FastAPI) reads any body whole into memory, and answers a body that is not
+JSON with its parser's message, which goes on to echo the body over several lines. This ASGI guard
+answers both before MLflow sees the request: a body over the cap is read to its end without being
+kept (so every HTTP client gets the answer rather than a reset connection) and gets HTTP 413; an
+empty or non-JSON body gets HTTP 400. Every other request reaches MLflow unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+
+JSON = b"application/json"
+EXAMPLE = '{"dataframe_split": {"columns": ["image"], "data": [["<base64 image file>"]]}}'
+
+
+def json_problem(body: bytes) -> str | None:
+    """Why `body` is not a JSON document (one line, never quoting the body), or None when it is one."""
+    if not body.strip():
+        return f"the request body is empty: expected JSON such as {EXAMPLE}"
+    try:
+        json.loads(body)
+    except UnicodeDecodeError:
+        return "the request body is not UTF-8 text: expected JSON"
+    except json.JSONDecodeError as error:
+        return f"the request body is not JSON ({error.msg} at line {error.lineno} column {error.colno})"
+    return None
+
+
+class RequestGuard:
+    """ASGI middleware around the scoring app: caps `POST /invocations` bodies at `max_body_mb` and refuses
+    an empty or non-JSON body sent as application/json, each with one line in MLflow's error shape."""
+
+    def __init__(self, app, max_body_mb: float):
+        self.app = app
+        self.max_body_mb = max_body_mb
+        self.max_bytes = int(max_body_mb * 2**20)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/invocations":
+            await self.app(scope, receive, send)
+            return
+        body, size, connected = bytearray(), 0, True
+        while connected:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size <= self.max_bytes:
+                body += chunk
+            else:
+                body.clear()  # keep reading to the end, keep nothing
+            connected = message.get("more_body", False)
+        if size > self.max_bytes:
+            await refuse(send, 413, "REQUEST_LIMIT_EXCEEDED", f"the request body is {size / 2**20:.0f} MB: the "
+                                                               f"limit is {self.max_body_mb:g} MB (serve.max_body_mb)")
+            return
+        content_type = dict(scope["headers"]).get(b"content-type", b"").split(b";")[0].strip().lower()
+        problem = json_problem(bytes(body)) if content_type == JSON else None
+        if problem:
+            await refuse(send, 400, "BAD_REQUEST", problem)
+            return
+        await self.app(scope, replay(bytes(body), receive), send)
+
+
+def replay(body: bytes, receive):
+    """An ASGI `receive` that hands the app the body already read, then listens to the server's own
+    `receive` (which waits for the client to disconnect), as the app would without the guard."""
+    pending = True
+
+    async def replayed() -> dict:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+async def refuse(send, status: int, code: str, reason: str) -> None:
+    content = json.dumps({"error_code": code, "message": reason}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", JSON), (b"content-length", str(len(content)).encode())]})
+    await send({"type": "http.response.body", "body": content})
