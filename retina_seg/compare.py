@@ -23,6 +23,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from retina_seg.config import CompareConfig, ConfigError, validate
+from retina_seg.tracking.exits import USER_ERROR, run_app
 from retina_seg.tracking.figures import PALETTE, epoch_axis, save_figure
 from retina_seg.tracking.report import comparison_sections, write_report
 from retina_seg.tracking.runs import check_tracking, log_staged, tracked_run
@@ -170,8 +171,8 @@ def main(cfg: DictConfig) -> None:
         compare(validate(cfg), Path(HydraConfig.get().runtime.output_dir))
     except (ConfigError, CompareError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(USER_ERROR)
 
 
 if __name__ == "__main__":
-    main()
+    run_app(main)

@@ -39,6 +39,7 @@ from retina_seg.data.loading import DataError, list_samples, load_splits
 from retina_seg.data.scale import median_fov_width, rescale_to_fov
 from retina_seg.tracking.cross_dataset import pivot_markdown, write_cross_dataset
 from retina_seg.tracking.evaluation import evaluate_model, log_summary
+from retina_seg.tracking.exits import USER_ERROR, run_app
 from retina_seg.tracking.reload import LoggedModel, ModelSourceError, find_run, load_logged_model
 from retina_seg.tracking.report import run_sections, write_report
 from retina_seg.tracking.runs import check_tracking, log_staged, tracked_run
@@ -201,8 +202,8 @@ def main(cfg: DictConfig) -> float:
         return reevaluate(config, workdir, own_data)["test_f1"]
     except (ConfigError, DataError, ModelSourceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(USER_ERROR)
 
 
 if __name__ == "__main__":
-    main()
+    run_app(main)

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from retina_seg.config import ConfigError, ExportConfig, validate
 from retina_seg.serve.export import ExportError, export_network
+from retina_seg.tracking.exits import USER_ERROR, run_app
 from retina_seg.tracking.reload import ModelSourceError, load_logged_model
 from retina_seg.tracking.runs import check_tracking
 
@@ -33,9 +34,9 @@ def main(cfg: DictConfig) -> None:
         written = export_network(logged, config.format, Path(config.output), source, config.opset)
     except (ConfigError, ModelSourceError, ExportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(USER_ERROR)
     print(f"wrote {written} and {written.parent / 'inference.json'}")
 
 
 if __name__ == "__main__":
-    main()
+    run_app(main)

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from retina_seg.config import ConfigError, PredictConfig, validate
 from retina_seg.data.adapters import IMAGE_SUFFIXES
 from retina_seg.data.loading import DataError, read_image
+from retina_seg.tracking.exits import USER_ERROR, run_app
 from retina_seg.tracking.figures import overlay
 from retina_seg.tracking.reload import ModelSourceError, load_segmenter
 from retina_seg.tracking.runs import check_tracking
@@ -84,7 +85,7 @@ def main(cfg: DictConfig) -> int:
         done, skipped = predict_folder(validate(cfg))
     except (ConfigError, DataError, ModelSourceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(USER_ERROR)
     for reason in skipped:
         print(f"skipped: {reason}", file=sys.stderr)
     log.info("wrote predictions for %d image(s) to %s; skipped %d", len(done), cfg.output, len(skipped))
@@ -95,4 +96,4 @@ def main(cfg: DictConfig) -> int:
 
 
 if __name__ == "__main__":
-    main()
+    run_app(main)

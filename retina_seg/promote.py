@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from retina_seg.config import ConfigError, PromoteConfig, validate
 from retina_seg.serve.registry import PromoteError, promote
+from retina_seg.tracking.exits import USER_ERROR, run_app
 from retina_seg.tracking.runs import check_tracking
 
 
@@ -26,11 +27,11 @@ def main(cfg: DictConfig) -> None:
         done = promote(config)
     except (ConfigError, PromoteError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(USER_ERROR)
     uri = f"models:/{config.model_name}@{config.alias}"
     print(f"{config.model_name} version {done.version} is run {done.run.info.run_id} ({config.metric}="
           f"{done.value:.4f}, the best of sweep {config.sweep}); {uri} points at it. Serve it with\n"
           f"  retina-seg-serve {uri} --host 127.0.0.1 --port 5001")
 
 if __name__ == "__main__":
-    main()
+    run_app(main)

@@ -57,7 +57,7 @@ from retina_seg.tracking.crossval import (
     write_fold_table,
 )
 from retina_seg.tracking.evaluation import evaluate_model, log_summary
-from retina_seg.tracking.exits import INTERNAL_ERROR, USER_ERROR, AppExit, interrupted, run_app
+from retina_seg.tracking.exits import INTERNAL_ERROR, SERVER_LOST, USER_ERROR, interrupted, run_app
 from retina_seg.tracking.figures import plot_history
 from retina_seg.tracking.outbox import Outbox, ServerLost
 from retina_seg.tracking.preflight import preflight
@@ -285,12 +285,12 @@ def main(cfg: DictConfig) -> float:
         print(f"error: run {mlflow.last_active_run().info.run_id} FAILED: {exc}", file=sys.stderr)
         if multirun:
             raise
-        raise AppExit(INTERNAL_ERROR) from None
+        sys.exit(INTERNAL_ERROR)
     except ServerLost as exc:
         print(f"error: {exc}", file=sys.stderr)
         if multirun:
             raise
-        sys.exit(3)
+        sys.exit(SERVER_LOST)
     except KeyboardInterrupt as exc:
         sys.exit(interrupted(exc))
 

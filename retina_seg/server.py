@@ -13,6 +13,7 @@ import hydra
 from omegaconf import DictConfig
 
 from retina_seg.config import ConfigError, ServerAction, ServerConfig, validate
+from retina_seg.tracking.exits import USER_ERROR, run_app
 from retina_seg.tracking.team_server import ADMIN, ServerError, TeamServer
 
 
@@ -41,8 +42,8 @@ def main(cfg: DictConfig) -> None:
             print(describe(server))
     except (ConfigError, ServerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(USER_ERROR)
 
 
 if __name__ == "__main__":
-    main()
+    run_app(main)

@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from retina_seg.config import ConfigError, TrackingConfig, UploadConfig, validate
+from retina_seg.tracking.exits import USER_ERROR, run_app
 from retina_seg.tracking.outbox import METRICS_FILE, RUN_FILE
 from retina_seg.tracking.runs import check_tracking
 
@@ -64,8 +65,8 @@ def main(cfg: DictConfig) -> None:
         print(upload(validate(cfg)))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(USER_ERROR)
 
 
 if __name__ == "__main__":
-    main()
+    run_app(main)

@@ -21,7 +21,8 @@ from retina_seg.config import PROJECT_ROOT
 from tests.conftest import TINY
 
 SCRIPTS = ["retina-seg-train", "retina-seg-evaluate", "retina-seg-predict", "retina-seg-compare", "retina-seg-promote",
-           "retina-seg-export", "retina-seg-serve", "retina-seg-bench"]
+           "retina-seg-export", "retina-seg-reconcile", "retina-seg-upload", "retina-seg-server", "retina-seg-serve",
+           "retina-seg-bench"]
 
 
 def project_copy(target: Path) -> Path:
@@ -72,3 +73,7 @@ def test_wheel_install_runs_a_fast_job_from_another_folder(tmp_path):
     [run] = MlflowClient(f"sqlite:///{work}/mlflow.db").search_runs(["1"])
     assert run.info.status == "FINISHED"
     assert (work / ".cache" / "synthetic").is_dir() and (work / "outputs").is_dir()
+    # a console script finds its configs in the installed package too (Hydra looks them up as `retina_seg.conf`)
+    done = subprocess.run([venv / "bin" / "retina-seg-reconcile", "all_experiments=true"], cwd=work,
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0 and "nothing changed" in done.stdout, done.stderr[-3000:]

@@ -1,7 +1,8 @@
 """Exit codes of the command-line apps, the same for every one of them:
 
 0 done, 1 internal error or a failed run, 2 user error (bad config, bad data, unusable store or folder,
-including Hydra's own composition errors), 128 + signal when interrupted (130 Ctrl-C, 143 SIGTERM).
+including Hydra's own composition errors), 3 tracking server lost (`run`), 128 + signal when interrupted
+(130 Ctrl-C, 143 SIGTERM).
 """
 
 from __future__ import annotations
@@ -11,26 +12,21 @@ import sys
 from typing import Callable
 
 import mlflow
-from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 
 INTERNAL_ERROR = 1
 USER_ERROR = 2
-
-
-class AppExit(SystemExit):
-    """An exit code chosen by the app's task itself: passed through as it is."""
+SERVER_LOST = 3  # the tracking server stayed away: the run's files wait locally for `retina_seg.upload`
 
 
 def run_app(main: Callable[[], object]) -> None:
-    """Call a `@hydra.main` app; Hydra exits 1 on its own composition errors (unknown group option, bad
-    override), before the task starts: those are user errors. (Hydra has reset its config by the time
-    an exit from the task arrives here, so the task's own exits are told apart by their class.)"""
+    """Call a `@hydra.main` app. Hydra answers its own errors (an unknown key or group option, a bad
+    override, a missing config) with exit 1 raised while it handles them: those are user errors, exit 2.
+    Every other exit keeps its code: the task's own, and 1 for an exception the task did not handle."""
     try:
         main()
-    except AppExit:
-        raise
     except SystemExit as exc:
-        if exc.code == 1 and not HydraConfig.initialized():
+        if exc.code == 1 and isinstance(exc.__context__, HydraException):
             sys.exit(USER_ERROR)
         raise
 
