@@ -200,6 +200,9 @@ class TrainerConfig:
     divergence_patience: int | None = 5  # fail when val AUC is at chance (<= 0.55) this many epochs in a row
     strategy: Strategy = Strategy.default
     devices: List[str] = field(default_factory=list)  # mirrored: e.g. ["/gpu:0", "/gpu:1"]; empty: all GPUs
+    # Keras' run_eagerly: no graph is traced for the train and validation steps. Slower per step, but tracing
+    # a U-Net costs seconds, more than a smoke run of a couple of steps takes (and it is easier to debug)
+    run_eagerly: bool = False
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, "trainer.epochs", "an integer >= 1", self.epochs)

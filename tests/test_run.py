@@ -95,11 +95,12 @@ def test_reload_from_run_id_and_folder_predicts_identically(finished):
     config = validate(cfg)
     test = load_splits(config.data, config.preprocess, config.seed)["test"]
     images = to_model_input(np.stack(test.images[:2]))
-    expected = result.model.predict(images, verbose=0)
+    # called directly, the same way (the trained model was compiled to run eagerly, a reloaded one is not)
+    expected = result.model(images, training=False).numpy()
     from_run = load_model(result.run_id, tracking_uri=f"sqlite:///{tmp}/mlflow.db")
-    np.testing.assert_allclose(from_run.predict(images, verbose=0), expected, atol=1e-6)
+    np.testing.assert_allclose(from_run(images, training=False).numpy(), expected, atol=1e-6)
     from_folder = load_model(tmp / "work" / "artifacts")
-    np.testing.assert_allclose(from_folder.predict(images, verbose=0), expected, atol=1e-6)
+    np.testing.assert_allclose(from_folder(images, training=False).numpy(), expected, atol=1e-6)
 
 
 def test_cli_run_logs_a_finished_run(tmp_path):

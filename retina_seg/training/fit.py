@@ -56,7 +56,8 @@ def compile_model(model: tf.keras.Model, trainer: TrainerConfig, loss: LossConfi
     optimizer = OPTIMIZERS[trainer.optimizer.value](learning_rate=trainer.lr)
     # pixel AUC over evenly spaced thresholds: a histogram per batch, cheap; it tells chance from learning
     auc = tf.keras.metrics.AUC(num_thresholds=50, name="auc")
-    model.compile(optimizer=optimizer, loss=build_loss(loss), metrics=[*build_metrics(), auc])
+    model.compile(optimizer=optimizer, loss=build_loss(loss), metrics=[*build_metrics(), auc],
+                  run_eagerly=trainer.run_eagerly)
 
 
 class EpochLog(tf.keras.callbacks.Callback):
