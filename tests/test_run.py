@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 
 import numpy as np
 import pandas as pd
@@ -90,8 +91,9 @@ def test_artifacts_are_named_by_the_contract(finished):
     assert "HorizontalFlip" in logged and "RandomBrightnessContrast" in logged
 
 
-def test_reload_from_run_id_and_folder_predicts_identically(finished):
+def test_reload_from_run_id_and_folder_predicts_identically(finished, tmp_path, monkeypatch):
     tmp, cfg, result = finished
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the run's files are downloaded
     config = validate(cfg)
     test = load_splits(config.data, config.preprocess, config.seed)["test"]
     images = to_model_input(np.stack(test.images[:2]))
@@ -101,6 +103,7 @@ def test_reload_from_run_id_and_folder_predicts_identically(finished):
     np.testing.assert_allclose(from_run(images, training=False).numpy(), expected, atol=1e-6)
     from_folder = load_model(tmp / "work" / "artifacts")
     np.testing.assert_allclose(from_folder(images, training=False).numpy(), expected, atol=1e-6)
+    assert not list(tmp_path.iterdir())  # the downloaded copy of the weights is gone
 
 
 def test_cli_run_logs_a_finished_run(tmp_path):

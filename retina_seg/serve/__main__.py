@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import sys
 import tempfile
 from pathlib import Path
 
@@ -37,10 +39,16 @@ def main() -> None:
     args = parser.parse_args()
     import uvicorn  # after parsing, so that --help answers at once
 
-    with tempfile.TemporaryDirectory(prefix="retina-seg-serve-") as tmp:
-        os.environ[MODEL_FOLDER] = model_folder(args.model, tmp)
-        os.environ["MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT"] = str(args.timeout)
-        uvicorn.run("retina_seg.serve.app:app", host=args.host, port=args.port, workers=args.workers)
+    # uvicorn shuts down cleanly on SIGINT/SIGTERM, then raises the signal again for the handler it found:
+    # these handlers turn it into an exit that removes the downloaded model on the way out
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        with tempfile.TemporaryDirectory(prefix="retina-seg-serve-") as tmp:
+            os.environ[MODEL_FOLDER] = model_folder(args.model, tmp)
+            os.environ["MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT"] = str(args.timeout)
+            uvicorn.run("retina_seg.serve.app:app", host=args.host, port=args.port, workers=args.workers)
+    except KeyboardInterrupt:
+        sys.exit(128 + signal.SIGINT)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import segmentation_models  # noqa: F401  (registers custom layers such as FixedDropout for model_from_json)
 import tensorflow as tf
@@ -41,12 +43,12 @@ def default_tracking_uri() -> str:
 
 def load_model(source: str | Path, tracking_uri: str | None = None, trust: bool = False) -> tf.keras.Model:
     """`source` is a folder holding the pair, or an MLflow run id whose artifact root holds it."""
-    folder = Path(source)
-    if not folder.is_dir():
-        uri = tracking_uri or default_tracking_uri()
-        client = MlflowClient(uri)
-        folder = _download(client, find_run(client, str(source), uri), (".json", ".h5"))
-    return _build(*_find_pair(folder), trust=trust)
+    if Path(source).is_dir():
+        return _build(*_find_pair(Path(source)), trust=trust)
+    uri = tracking_uri or default_tracking_uri()
+    client = MlflowClient(uri)
+    with _downloaded(client, find_run(client, str(source), uri), (".json", ".h5")) as folder:
+        return _build(*_find_pair(folder), trust=trust)
 
 
 @dataclass
@@ -85,9 +87,9 @@ def load_logged_model(source: str, tracking_uri: str | None, trust: bool = False
     run = find_run(client, source, tracking_uri)
     if "cv_folds" in run.data.tags:
         return _load_folds(client, run, trust)
-    folder = _download(client, run, (".json", ".h5", "config.yaml", "metrics"))
-    return LoggedModel([_build(*_find_pair(folder), trust=trust)], *_config_and_thresholds(folder, fallback),
-                       run.info.experiment_id)
+    with _downloaded(client, run, (".json", ".h5", "config.yaml", "metrics")) as folder:
+        return LoggedModel([_build(*_find_pair(folder), trust=trust)], *_config_and_thresholds(folder, fallback),
+                           run.info.experiment_id)
 
 
 def _load_folds(client: MlflowClient, parent, trust: bool) -> LoggedModel:
@@ -100,9 +102,12 @@ def _load_folds(client: MlflowClient, parent, trust: bool) -> LoggedModel:
     if len(folds) != expected:
         raise ModelSourceError(f"cross-validation run {parent_id} has {len(folds)} finished fold runs, "
                                f"expected {expected}")
-    models = [_build(*_find_pair(_download(client, fold, (".json", ".h5"))), trust=trust) for fold in folds]
-    folder = _download(client, parent, ("config.yaml", "metrics"), require_model=False)
-    return LoggedModel(models, *_config_and_thresholds(folder, None), parent.info.experiment_id)
+    models = []
+    for fold in folds:
+        with _downloaded(client, fold, (".json", ".h5")) as folder:
+            models.append(_build(*_find_pair(folder), trust=trust))
+    with _downloaded(client, parent, ("config.yaml", "metrics"), require_model=False) as folder:
+        return LoggedModel(models, *_config_and_thresholds(folder, None), parent.info.experiment_id)
 
 
 def _config_and_thresholds(folder: Path, fallback: Config | None) -> tuple[Config, dict]:
@@ -187,13 +192,15 @@ def find_run(client: MlflowClient, run_id: str, tracking_uri: str):
         raise ModelSourceError(f"run {run_id!r} not found in {tracking_uri} (and no such folder)") from exc
 
 
-def _download(client: MlflowClient, run, endings: tuple, require_model: bool = True) -> Path:
-    """A local folder with the run's root artifacts whose names end with `endings`."""
+@contextmanager
+def _downloaded(client: MlflowClient, run, endings: tuple, require_model: bool = True) -> Iterator[Path]:
+    """A temporary folder with the run's root artifacts whose names end with `endings`, removed when the
+    block ends: what is built from it is read into memory inside the block (weights can be 100 MB a run)."""
     run_id = run.info.run_id
     names = [a.path for a in client.list_artifacts(run_id) if a.path.endswith(endings)]
     if require_model and not any(name.endswith(f"{SUFFIX}.json") for name in names):
         raise ModelSourceError(f"run {run_id} has no *{SUFFIX}.json / .h5 model artifacts")
-    folder = Path(tempfile.mkdtemp(prefix=f"retina-seg-{run_id[:8]}-"))
-    for name in names:
-        client.download_artifacts(run_id, name, str(folder))
-    return folder
+    with tempfile.TemporaryDirectory(prefix=f"retina-seg-{run_id[:8]}-") as folder:
+        for name in names:
+            client.download_artifacts(run_id, name, folder)
+        yield Path(folder)

@@ -111,7 +111,9 @@ def server(request, logged):
     """(kind, url, log): the real server serving runs:/<id>/model on 127.0.0.1, in its own process group."""
     tmp, result, _ = logged
     port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db",
+    temp = tmp / f"temp-{request.param.split()[0]}"  # where the server downloads the model
+    temp.mkdir()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db", "TMPDIR": str(temp),
            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     log_path = tmp / f"server-{request.param.split()[0]}.log"
     log = open(log_path, "w")
@@ -124,6 +126,8 @@ def server(request, logged):
     finally:
         stop_group(proc)
         log.close()
+    if request.param == RETINA_SEG:  # stopped with SIGTERM, it removed the model it downloaded
+        assert proc.returncode == 143 and not list(temp.iterdir()), (proc.returncode, list(temp.iterdir()))
 
 
 def post(url: str, body: bytes) -> tuple[int, dict]:
