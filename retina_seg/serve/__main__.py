@@ -35,18 +35,25 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5001)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--timeout", type=int, default=60, help="seconds before a request gets HTTP 504")
+    parser.add_argument("--timeout", type=int, default=None,
+                        help="seconds for a request's body to arrive (else HTTP 408) and for its answer (else HTTP "
+                             "504); default: MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT, or 60")
     args = parser.parse_args()
     import uvicorn  # after parsing, so that --help answers at once
+    from mlflow.environment_variables import MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT
 
+    if args.timeout is not None:
+        os.environ[MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.name] = str(args.timeout)
+    timeout = MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.get()
     # uvicorn shuts down cleanly on SIGINT/SIGTERM, then raises the signal again for the handler it found:
     # these handlers turn it into an exit that removes the downloaded model on the way out
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    for hangup in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(hangup, lambda signum, frame: sys.exit(128 + signum))
     try:
         with tempfile.TemporaryDirectory(prefix="retina-seg-serve-") as tmp:
             os.environ[MODEL_FOLDER] = model_folder(args.model, tmp)
-            os.environ["MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT"] = str(args.timeout)
-            uvicorn.run("retina_seg.serve.app:app", host=args.host, port=args.port, workers=args.workers)
+            uvicorn.run("retina_seg.serve.app:app", host=args.host, port=args.port, workers=args.workers,
+                        timeout_graceful_shutdown=timeout)
     except KeyboardInterrupt:
         sys.exit(128 + signal.SIGINT)
 

@@ -5,11 +5,13 @@ MLflow's server (uvicorn + FastAPI) reads any body whole into memory, and answer
 JSON with its parser's message, which goes on to echo the body over several lines. This ASGI guard
 answers both before MLflow sees the request: a body over the cap is read to its end without being
 kept (so every HTTP client gets the answer rather than a reset connection) and gets HTTP 413; an
-empty or non-JSON body gets HTTP 400. Every other request reaches MLflow unchanged.
+empty or non-JSON body gets HTTP 400; a body that does not arrive in time gets HTTP 408. Every
+other request reaches MLflow unchanged.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 JSON = b"application/json"
@@ -30,40 +32,62 @@ def json_problem(body: bytes) -> str | None:
 
 
 class RequestGuard:
-    """ASGI middleware around the scoring app: caps `POST /invocations` bodies at `max_body_mb` and refuses
-    an empty or non-JSON body sent as application/json, each with one line in MLflow's error shape."""
+    """ASGI middleware around the scoring app: caps `POST /invocations` bodies at `max_body_mb`, gives the
+    body `timeout` seconds to arrive (MLflow's own request timeout only starts once the guard hands it on),
+    and refuses a request without a content type or an empty or non-JSON body sent as application/json,
+    each with one line in MLflow's error shape."""
 
-    def __init__(self, app, max_body_mb: float):
+    def __init__(self, app, max_body_mb: float, timeout: float):
         self.app = app
         self.max_body_mb = max_body_mb
         self.max_bytes = int(max_body_mb * 2**20)
+        self.timeout = timeout
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/invocations":
             await self.app(scope, receive, send)
             return
-        body, size, connected = bytearray(), 0, True
-        while connected:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size <= self.max_bytes:
-                body += chunk
-            else:
-                body.clear()  # keep reading to the end, keep nothing
-            connected = message.get("more_body", False)
+        # the first one, as Starlette (and so MLflow) reads it
+        content_type = next((value for name, value in scope["headers"] if name == b"content-type"), None)
+        try:
+            async with asyncio.timeout(self.timeout):
+                body, size = await self.read(receive)
+        except TimeoutError:
+            await refuse(send, 408, "REQUEST_TIMEOUT", f"the request body did not arrive within {self.timeout:g} s")
+            return
+        if body is None:  # the client went away
+            return
         if size > self.max_bytes:
             await refuse(send, 413, "REQUEST_LIMIT_EXCEEDED", f"the request body is {size / 2**20:.0f} MB: the "
                                                                f"limit is {self.max_body_mb:g} MB (serve.max_body_mb)")
             return
-        content_type = dict(scope["headers"]).get(b"content-type", b"").split(b";")[0].strip().lower()
-        problem = json_problem(bytes(body)) if content_type == JSON else None
+        if content_type is None:
+            await refuse(send, 415, "BAD_REQUEST", "the request has no Content-Type: expected application/json")
+            return
+        is_json = content_type.split(b";")[0].strip().lower() == JSON
+        # parsing a large body takes a while: off the event loop, so that /ping and other requests go on
+        problem = await asyncio.to_thread(json_problem, body) if is_json else None
         if problem:
             await refuse(send, 400, "BAD_REQUEST", problem)
             return
-        await self.app(scope, replay(bytes(body), receive), send)
+        await self.app(scope, replay(body, receive), send)
+
+    async def read(self, receive) -> tuple[bytes | None, int]:
+        """The whole body and its size (None if the client disconnected); over the cap, the body is read
+        to its end without being kept, so that every HTTP client gets the answer, not a reset connection."""
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None, size
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size <= self.max_bytes:
+                chunks.append(chunk)
+            else:
+                chunks.clear()
+            more = message.get("more_body", False)
+        return b"".join(chunks), size
 
 
 def replay(body: bytes, receive):

@@ -4,14 +4,13 @@ masks, pixel for pixel, and a bad request gets HTTP 400 with a one-line reason."
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import cv2
@@ -100,10 +99,11 @@ def free_port() -> int:
 
 BIN = Path(sys.executable).parent  # uvicorn, which `mlflow models serve` runs, and the console scripts live here
 MLFLOW, RETINA_SEG = "mlflow models serve", "retina-seg-serve"
+TIMEOUT = 10  # seconds each server gives a request (MLflow's default, 60, would make the slow-body test slow)
 COMMANDS = {MLFLOW: lambda uri, port: [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager",
-                                       "local", "-h", "127.0.0.1", "-p", str(port)],
+                                       "local", "-h", "127.0.0.1", "-p", str(port), "-t", str(TIMEOUT)],
             RETINA_SEG: lambda uri, port: [str(BIN / "retina-seg-serve"), uri, "--host", "127.0.0.1", "--port",
-                                           str(port)]}
+                                           str(port), "--timeout", str(TIMEOUT)]}
 
 
 @pytest.fixture(scope="module", params=[MLFLOW, RETINA_SEG])
@@ -130,13 +130,17 @@ def server(request, logged):
         assert proc.returncode == 143 and not list(temp.iterdir()), (proc.returncode, list(temp.iterdir()))
 
 
-def post(url: str, body: bytes) -> tuple[int, dict]:
-    request = urllib.request.Request(f"{url}/invocations", data=body, headers={"Content-Type": "application/json"})
+def post(url: str, body: bytes, content_type: str | None = "application/json") -> tuple[int, dict]:
+    """(HTTP status, JSON answer); http.client, since urllib would add a Content-Type of its own."""
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=120)
     try:
-        with urllib.request.urlopen(request, timeout=120) as answer:
-            return answer.status, json.loads(answer.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"{}")
+        connection.request("POST", "/invocations", body=body,
+                           headers={"Content-Type": content_type} if content_type else {})
+        answer = connection.getresponse()
+        return answer.status, json.loads(answer.read() or b"{}")
+    finally:
+        connection.close()
 
 
 def request_for(*images: str, **params) -> bytes:
@@ -177,6 +181,7 @@ def bad_requests(inputs: Path, kind: str) -> dict:
                 "100 MB body": (request_for("A" * (100 * 2**20)), 400, "the limit is 20 MB")}
     return {**refused_by_the_model, "empty body": (b"", 400, "the request body is empty: expected JSON"),
             "not JSON": (b'{"dataframe_split": [', 400, "the request body is not JSON (Expecting value"),
+            "no Content-Type": (request_for(text(png).decode()), 415, "the request has no Content-Type"),
             "100 MB body": (request_for("A" * (100 * 2**20)), 413, "the request body is 100 MB: the limit is 32 MB")}
 
 
@@ -185,7 +190,7 @@ def test_bad_requests_get_4xx_with_one_line_and_the_server_goes_on(logged, serve
     kind, url, server_log = server
     good = request_for(encoded(inputs / "colour.png"))
     for case, (body, expected_status, reason) in bad_requests(inputs, kind).items():
-        status, answer = post(url, body)
+        status, answer = post(url, body, None if case == "no Content-Type" else "application/json")
         assert status == expected_status, (case, status, str(answer)[:500])
         message = answer.get("message", "")
         one_line = message.splitlines()[0] if (kind, case) == (MLFLOW, "empty body") else message
@@ -195,3 +200,19 @@ def test_bad_requests_get_4xx_with_one_line_and_the_server_goes_on(logged, serve
         np.testing.assert_array_equal(decoded(answer["predictions"][0]["mask"]), predicted(tmp, "colour.png"))
     # what was posted never reaches the server's log
     assert encoded(inputs / "colour.png")[:40] not in server_log.read_text()
+
+
+def test_a_body_that_never_arrives_times_out_and_the_server_goes_on(logged, server):
+    """A client that announces 1000 bytes and sends 18 holds a connection: MLflow's own timeout answers
+    504 once it gave up on the whole request, the guard 408 once it gave up waiting for the body."""
+    tmp, _, inputs = logged
+    kind, url, _ = server
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=6 * TIMEOUT) as connection:
+        connection.sendall(b"POST /invocations HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                           b"Content-Length: 1000\r\n\r\n{\"dataframe_split\"")
+        status_line = connection.recv(65536).split(b"\r\n")[0].decode()
+    assert status_line.split()[1] == {MLFLOW: "504", RETINA_SEG: "408"}[kind], status_line
+    status, answer = post(url, request_for(encoded(inputs / "colour.png")))
+    assert status == 200
+    np.testing.assert_array_equal(decoded(answer["predictions"][0]["mask"]), predicted(tmp, "colour.png"))
