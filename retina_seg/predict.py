@@ -91,7 +91,7 @@ def main(cfg: DictConfig) -> int:
     log.info("wrote predictions for %d image(s) to %s; skipped %d", len(done), cfg.output, len(skipped))
     if not done:
         print("error: no input image could be read", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(USER_ERROR)  # bad input files, like the other data errors
     return len(done)
 
 
