@@ -26,7 +26,7 @@ ui: setup  ## browse runs at http://127.0.0.1:5000
 lint: setup
 	$(BIN)/ruff check retina_seg tests
 
-bench: setup  ## input pipeline, then served vs in-process inference on a CHASE_DB1 photograph
+bench: setup  ## input pipeline, inference modes, then served vs in-process inference on a CHASE_DB1 photograph
 	$(BIN)/python -m retina_seg.bench
 
 serve: setup  ## REST server on 127.0.0.1:5001, e.g. make serve MODEL=models:/retina-seg@champion

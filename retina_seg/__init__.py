@@ -22,6 +22,7 @@ os.environ.setdefault("SM_FRAMEWORK", "tf.keras")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if VERBOSE else "3")
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "INFO" if VERBOSE else "WARNING")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "true" if VERBOSE else "false")
 
 __version__ = "0.1.0"
 

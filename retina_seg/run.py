@@ -57,7 +57,14 @@ from retina_seg.tracking.crossval import (
     write_fold_table,
 )
 from retina_seg.tracking.evaluation import evaluate_model, log_summary
-from retina_seg.tracking.exits import INTERNAL_ERROR, SERVER_LOST, USER_ERROR, interrupted, run_app
+from retina_seg.tracking.exits import (
+    INTERNAL_ERROR,
+    SERVER_LOST,
+    USER_ERROR,
+    interrupted,
+    run_app,
+    sigterm_as_interrupt,
+)
 from retina_seg.tracking.figures import plot_history
 from retina_seg.tracking.outbox import Outbox, ServerLost
 from retina_seg.tracking.preflight import preflight
@@ -69,7 +76,6 @@ from retina_seg.tracking.runs import (
     log_dataset,
     log_staged,
     run_params,
-    sigterm_as_interrupt,
     tracked_run,
 )
 from retina_seg.training.fit import FitOutputs, TrainingDiverged, compile_model, distribution_strategy, fit
@@ -270,7 +276,7 @@ def limit_threads(hydra_config) -> None:
 def main(cfg: DictConfig) -> float:
     hydra_config = HydraConfig.get()
     multirun = hydra_config.mode == RunMode.MULTIRUN
-    sigterm_as_interrupt()
+    sigterm_as_interrupt()  # again: a launcher's worker process calls this task without run_app
     limit_threads(hydra_config)
     try:
         return run_job(cfg, Path(hydra_config.runtime.output_dir), sweep_tags(hydra_config),

@@ -36,6 +36,7 @@ from retina_seg.config import (
     Task,
     TrackingConfig,
 )
+from retina_seg.tracking.exits import sigterm_as_interrupt
 from retina_seg.tracking.outbox import Outbox, ServerLost
 
 log = logging.getLogger(__name__)
@@ -221,14 +222,6 @@ def heartbeat(run_id: str, tracking_uri: str, seconds: float) -> Iterator[None]:
         stop.set()
 
 
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM; `signum` says which (a command exits 128 + signum)."""
-
-    def __init__(self, signum: int = signal.SIGINT):
-        super().__init__(f"signal {signum}")
-        self.signum = signum
-
-
 @contextmanager
 def tracked_run(cfg: TrackingConfig, staging: Path, tags: Dict[str, str], experiment_id: str | None = None,
                 run_name: str | None = None, nested: bool = False,
@@ -300,18 +293,6 @@ def log_staged(staging: Path) -> None:
     """Log every file the job wrote to its staging folder at the run's artifact root."""
     if staging.is_dir() and any(staging.iterdir()):
         mlflow.log_artifacts(str(staging))
-
-
-def sigterm_as_interrupt():
-    """Treat SIGTERM (scheduler time limits, `kill`) like Ctrl-C so the run ends KILLED, not RUNNING;
-    returns the previous handler (None off the main thread, where handlers cannot be set)."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def interrupt(signum, frame):
-        raise Interrupted(signum)
-
-    return signal.signal(signal.SIGTERM, interrupt)
 
 
 class MlflowMetrics(tf.keras.callbacks.Callback):

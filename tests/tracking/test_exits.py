@@ -3,6 +3,8 @@ installed console script exits as `python -m` does."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 import hydra
 import pytest
 
+from retina_seg.config import PROJECT_ROOT
 from retina_seg.tracking.exits import INTERNAL_ERROR, SERVER_LOST, USER_ERROR, run_app
 
 QUIET = ["hydra/job_logging=none", "hydra/hydra_logging=none"]  # leave the test process's logging as it was
@@ -21,6 +24,8 @@ def app(cfg) -> None:
         raise RuntimeError("a bug in the task")
     if cfg.get("leave"):
         sys.exit(int(cfg.leave))
+    if cfg.get("signal"):  # a real signal to this process, as Ctrl-C or a scheduler sends it
+        os.kill(os.getpid(), int(cfg.signal))
 
 
 @pytest.mark.parametrize("arguments, code", [
@@ -36,6 +41,17 @@ def test_run_app_tells_hydra_errors_from_the_tasks(arguments, code, tmp_path, mo
     with pytest.raises(SystemExit) as leaving:
         run_app(app)
     assert leaving.value.code == code
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_any_app_ends_an_interruption_with_one_line_and_128_plus_the_signal(signum, tmp_path):
+    """In a process of its own, which sends itself the signal while its task runs."""
+    done = subprocess.run([sys.executable, "-c", "from tests.tracking.test_exits import app, run_app; run_app(app)",
+                           f"+signal={int(signum)}", *QUIET, f"hydra.run.dir={tmp_path}"], capture_output=True,
+                          text=True, timeout=300, cwd=PROJECT_ROOT)
+    assert done.returncode == 128 + signum, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == "interrupted before the run started: nothing was logged"
+    assert "Traceback" not in done.stderr
 
 
 def test_run_app_returns_when_the_task_succeeds(tmp_path, monkeypatch):
