@@ -71,6 +71,13 @@ def wait_until_up(proc: subprocess.Popen, url: str, log_path: Path, seconds: flo
         time.sleep(0.5)
 
 
+def default_sigint() -> None:
+    """A child's `preexec_fn`: SIGINT at its default, as in a terminal. A suite started in the background
+    (`make test &`, pytest-xdist's workers) passes SIGINT down as ignored, and Python then never turns it
+    into KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def stop_group(proc: subprocess.Popen) -> None:
     """Stop a server started with start_new_session=True and every worker it spawned."""
     os.killpg(proc.pid, signal.SIGTERM)

@@ -23,21 +23,19 @@ from retina_seg.config import PROJECT_ROOT, ConfigError, validate
 from retina_seg.run import run_job
 from retina_seg.tracking.preflight import preflight
 from retina_seg.training.fit import TrainingDiverged
-from tests.conftest import TINY, compose_config, isolate, run_cli, runs_in
+from tests.conftest import TINY, compose_config, default_sigint, isolate, run_cli, runs_in
 
 READ_ONLY = Path("/proc/retina-seg")  # a real read-only place, even for root (permission bits do not stop root)
 
 
 def start(tmp_path: Path, name: str, *overrides: str) -> subprocess.Popen:
-    """`python -m retina_seg.run` in the background; its Hydra log is `<tmp_path>/<name>/run.log`.
-    SIGINT is reset to its default in the child, as in a terminal: a suite started in the background
-    (`make test &`, pytest-xdist's workers) passes SIGINT down as ignored, and Python then never turns
-    it into KeyboardInterrupt."""
+    """`python -m retina_seg.run` in the background, SIGINT at its default; its Hydra log is
+    `<tmp_path>/<name>/run.log`."""
     args = [sys.executable, "-m", "retina_seg.run", *TINY, *isolate(tmp_path), *overrides,
             f"hydra.run.dir={tmp_path}/{name}"]
     return subprocess.Popen(args, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1"},
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=default_sigint)
 
 
 def wait_for_line(proc: subprocess.Popen, log: Path, text: str, minutes: float = 10) -> None:
