@@ -1,10 +1,11 @@
 """`retina-seg-serve <model uri> [--host 127.0.0.1] [--port 5001]` (or `python -m retina_seg.serve`).
 
 Serves a logged retina-seg model over REST: MLflow's own scoring server (what `mlflow models serve
---env-manager local` runs), behind a guard that caps the request body (`serve.max_body_mb`, HTTP 413)
-and answers an empty or non-JSON body with one line (HTTP 400). `runs:/` and `models:/` URIs are
-downloaded once into a temporary folder, removed when the server stops. The default host is 127.0.0.1:
-the server has no authentication; put a proxy with authentication and TLS in front of it.
+--env-manager local` runs), behind a guard (guard.py) that caps the request body (`serve.max_body_mb`,
+HTTP 413), gives it the request timeout to arrive (HTTP 408), and answers a request without a
+Content-Type or with an empty or non-JSON body in one line (HTTP 415 / 400). `runs:/` and `models:/`
+URIs are downloaded once into a temporary folder, removed when the server stops. The default host is
+127.0.0.1: the server has no authentication; put a proxy with authentication and TLS in front of it.
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ class RequestGuard:
         if body is None:  # the client went away
             return
         if size > self.max_bytes:
-            await refuse(send, 413, "REQUEST_LIMIT_EXCEEDED", f"the request body is {size / 2**20:.0f} MB: the "
+            await refuse(send, 413, "REQUEST_LIMIT_EXCEEDED", f"the request body is {size / 2**20:.1f} MB: the "
                                                                f"limit is {self.max_body_mb:g} MB (serve.max_body_mb)")
             return
         if content_type is None:

@@ -182,7 +182,7 @@ def bad_requests(inputs: Path, kind: str) -> dict:
     return {**refused_by_the_model, "empty body": (b"", 400, "the request body is empty: expected JSON"),
             "not JSON": (b'{"dataframe_split": [', 400, "the request body is not JSON (Expecting value"),
             "no Content-Type": (request_for(text(png).decode()), 415, "the request has no Content-Type"),
-            "100 MB body": (request_for("A" * (100 * 2**20)), 413, "the request body is 100 MB: the limit is 32 MB")}
+            "100 MB body": (request_for("A" * (100 * 2**20)), 413, "the request body is 100.0 MB: the limit is 32 MB")}
 
 
 def test_bad_requests_get_4xx_with_one_line_and_the_server_goes_on(logged, server):
