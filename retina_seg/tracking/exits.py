@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import traceback
 from typing import Callable
 
 import mlflow
@@ -44,6 +45,7 @@ def run_app(main: Callable[[], object]) -> None:
     """Call a `@hydra.main` app. Hydra answers its own errors (an unknown key or group option, a bad
     override, a missing config) with exit 1 raised while it handles them: those are user errors, exit 2.
     Every other exit keeps its code: the task's own, and 1 for an exception the task did not handle.
+    With HYDRA_FULL_ERROR=1 Hydra raises its errors as they are: their traceback, then exit 2 as well.
     Ctrl-C and SIGTERM end any app with one line and 130 / 143 (a run it had open is marked KILLED)."""
     sigterm_as_interrupt()
     try:
@@ -52,6 +54,9 @@ def run_app(main: Callable[[], object]) -> None:
         if exc.code == 1 and isinstance(exc.__context__, HydraException):
             sys.exit(USER_ERROR)
         raise
+    except HydraException:
+        traceback.print_exc()
+        sys.exit(USER_ERROR)
     except KeyboardInterrupt as exc:
         sys.exit(interrupted(exc, "its files logged"))
 

@@ -55,6 +55,15 @@ def test_any_app_ends_an_interruption_with_one_line_and_128_plus_the_signal(sign
     assert "Traceback" not in done.stderr
 
 
+def test_a_hydra_error_raised_in_full_is_a_user_error_too(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["app", "no_such_key=1", *QUIET, f"hydra.run.dir={tmp_path}"])
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(SystemExit) as leaving:
+        run_app(app)
+    assert leaving.value.code == USER_ERROR
+    assert "Traceback" in capsys.readouterr().err  # what HYDRA_FULL_ERROR=1 asks for
+
+
 def test_run_app_returns_when_the_task_succeeds(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["app", "+anything=1", *QUIET, f"hydra.run.dir={tmp_path}"])
     run_app(app)
