@@ -119,7 +119,7 @@ def test_predict_cli_reports_skips_and_exit_codes(trained, tmp_path):
 
 
 def test_unknown_run_id_and_run_without_model(trained, tmp_path):
-    tmp, _ = trained
+    tmp, result = trained
     inputs = write_inputs(tmp_path / "in")
     with pytest.raises(ModelSourceError, match=r"run 'no-such-run' not found"):
         predict_folder(predict_config(tmp, "run_id=no-such-run", f"input={inputs}", f"output={tmp_path}/o"))
@@ -128,6 +128,12 @@ def test_unknown_run_id_and_run_without_model(trained, tmp_path):
     client.set_terminated(empty)
     with pytest.raises(ModelSourceError, match=r"has no \*_Retinal.json / .h5 model artifacts"):
         predict_folder(predict_config(tmp, f"run_id={empty}", f"input={inputs}", f"output={tmp_path}/o"))
+    half = client.create_run(client.get_experiment_by_name("test").experiment_id).info.run_id
+    client.log_artifact(half, client.download_artifacts(result.run_id, "resnet18_Retinal.json", str(tmp_path)))
+    client.set_terminated(half)
+    with pytest.raises(ModelSourceError, match=rf"^run {half}: resnet18_Retinal.json has no matching resnet18_"
+                                               r"Retinal.h5$"):
+        predict_folder(predict_config(tmp, f"run_id={half}", f"input={inputs}", f"output={tmp_path}/o"))
     with pytest.raises(ConfigError, match=r"run_id / model"):
         predict_config(tmp, f"input={inputs}", f"output={tmp_path}/o")
 

@@ -203,4 +203,7 @@ def _downloaded(client: MlflowClient, run, endings: tuple, require_model: bool =
     with tempfile.TemporaryDirectory(prefix=f"retina-seg-{run_id[:8]}-") as folder:
         for name in names:
             client.download_artifacts(run_id, name, folder)
-        yield Path(folder)
+        try:
+            yield Path(folder)
+        except ModelSourceError as exc:  # name the run, not a folder that is about to disappear
+            raise ModelSourceError(str(exc).replace(folder, f"run {run_id}")) from None
