@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import runs_in
+from tests.conftest import free_port, runs_in
 from tests.test_sweeps import SWEEP_TINY, multirun
 
 
@@ -37,9 +36,7 @@ def ray_head():
     """A real local Ray instance (`ray start --head` on a free port, its own short temp folder: Ray's
     socket paths must stay under 108 characters), stopped afterwards."""
     ray = Path(sys.executable).with_name("ray")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     folder = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     started = subprocess.run([str(ray), "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,16 +20,10 @@ from mlflow.tracking import MlflowClient
 
 from retina_seg.config import PROJECT_ROOT, ServerConfig
 from retina_seg.tracking.team_server import ADMIN, ServerError, TeamServer
-from tests.conftest import TINY
+from tests.conftest import TINY, free_port
 
 EXPERIMENT = "team"
 USER = "alice"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

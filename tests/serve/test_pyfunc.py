@@ -24,7 +24,7 @@ from mlflow.pyfunc import PythonModelContext
 
 from retina_seg.serve.pyfunc import RetinaSegModel
 from retina_seg.tracking.reload import ModelSourceError
-from tests.conftest import stop_group, wait_until_up
+from tests.conftest import free_port, stop_group, wait_until_up
 from tests.serve.conftest import FORMATS
 
 
@@ -90,12 +90,6 @@ def test_served_model_refuses_code_carrying_layers_unless_trusted(logged, tmp_pa
 
 
 # --- over REST: the two real servers, each started once for the whole suite ---
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
 
 BIN = Path(sys.executable).parent  # uvicorn, which `mlflow models serve` runs, and the console scripts live here
 MLFLOW, RETINA_SEG = "mlflow models serve", "retina-seg-serve"
