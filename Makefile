@@ -27,7 +27,7 @@ lint: setup
 	$(BIN)/ruff check retina_seg tests
 
 bench: setup  ## input pipeline, inference modes, then served vs in-process inference on a CHASE_DB1 photograph
-	$(BIN)/python -m retina_seg.bench
+	$(BIN)/python -m benchmarks.bench
 
 serve: setup  ## REST server on 127.0.0.1:5001, e.g. make serve MODEL=models:/retina-seg@champion
 	MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db $(BIN)/retina-seg-serve $(MODEL)
@@ -45,10 +45,10 @@ server-stop: setup
 	$(BIN)/python -m retina_seg.server action=stop $(ARGS)
 
 bench-server: setup postgres  ## N concurrent runs against a throw-away PostgreSQL-backed server (N=8: ARGS="--runs 8")
-	nice -n 10 $(BIN)/python -m retina_seg.bench_server $(ARGS)
+	nice -n 10 $(BIN)/python -m benchmarks.bench_server $(ARGS)
 
 stress: setup  ## 8 runs started at once on a new SQLite store: all must finish
-	$(BIN)/python -m retina_seg.stress --processes 8
+	$(BIN)/python -m benchmarks.stress --processes 8
 
 clean:
 	rm -rf outputs multirun .cache .pytest_cache

@@ -22,10 +22,11 @@ from hydra.core.hydra_config import HydraConfig
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
+from retina_seg.cli import run_app
 from retina_seg.config import CompareConfig, ConfigError, validate
-from retina_seg.tracking.exits import USER_ERROR, run_app
-from retina_seg.tracking.figures import PALETTE, epoch_axis, save_figure
-from retina_seg.tracking.report import comparison_sections, write_report
+from retina_seg.errors import USER_ERROR
+from retina_seg.reporting.figures import PALETTE, epoch_axis, save_figure
+from retina_seg.reporting.report import comparison_sections, write_report
 from retina_seg.tracking.runs import check_tracking, log_staged, tracked_run
 
 matplotlib.use("Agg")

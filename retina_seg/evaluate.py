@@ -22,6 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from retina_seg.cli import run_app
 from retina_seg.config import (
     Config,
     ConfigError,
@@ -37,11 +38,11 @@ from retina_seg.data.adapters import ADAPTERS, OFFICIAL_TEST
 from retina_seg.data.folds import split_record
 from retina_seg.data.loading import DataError, list_samples, load_splits
 from retina_seg.data.scale import median_fov_width, rescale_to_fov
-from retina_seg.tracking.cross_dataset import pivot_markdown, write_cross_dataset
-from retina_seg.tracking.evaluation import evaluate_model, log_summary
-from retina_seg.tracking.exits import USER_ERROR, run_app
+from retina_seg.errors import USER_ERROR
+from retina_seg.evaluation.cross_dataset import pivot_markdown, write_cross_dataset
+from retina_seg.evaluation.scoring import evaluate_model, log_summary
+from retina_seg.reporting.report import run_sections, write_report
 from retina_seg.tracking.reload import LoggedModel, ModelSourceError, find_run, load_logged_model
-from retina_seg.tracking.report import run_sections, write_report
 from retina_seg.tracking.runs import check_tracking, log_staged, tracked_run
 
 log = logging.getLogger(__name__)
@@ -136,7 +137,7 @@ def training_fov_width(logged: LoggedModel, run_id: str, uri: str) -> float:
 
 
 def cross_dataset(config: EvaluateConfig, workdir: Path) -> pd.DataFrame:
-    """Every run on every target dataset: the trained-on x tested-on table (see `tracking/cross_dataset.py`).
+    """Every run on every target dataset: the trained-on x tested-on table (see `evaluation/cross_dataset.py`).
     Off the diagonal each pair is evaluated (and logged nested under its run); on it, a run's own logged
     test metrics are used. Runs, targets, roots, layouts and channel counts are all checked before
     anything is predicted."""

@@ -14,9 +14,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from retina_seg.cli import run_app
 from retina_seg.config import ConfigError, ExportConfig, validate
+from retina_seg.errors import USER_ERROR
 from retina_seg.serve.export import ExportError, export_network
-from retina_seg.tracking.exits import USER_ERROR, run_app
 from retina_seg.tracking.reload import ModelSourceError, load_logged_model
 from retina_seg.tracking.runs import check_tracking
 

@@ -21,11 +21,12 @@ import numpy as np
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from retina_seg.cli import run_app
 from retina_seg.config import ConfigError, PredictConfig, validate
 from retina_seg.data.adapters import IMAGE_SUFFIXES
 from retina_seg.data.loading import DataError, read_image
-from retina_seg.tracking.exits import USER_ERROR, run_app
-from retina_seg.tracking.figures import overlay
+from retina_seg.errors import USER_ERROR
+from retina_seg.reporting.figures import overlay
 from retina_seg.tracking.reload import ModelSourceError, load_segmenter
 from retina_seg.tracking.runs import check_tracking
 

@@ -13,9 +13,10 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from retina_seg.cli import run_app
 from retina_seg.config import ConfigError, PromoteConfig, validate
+from retina_seg.errors import USER_ERROR
 from retina_seg.serve.registry import PromoteError, promote
-from retina_seg.tracking.exits import USER_ERROR, run_app
 from retina_seg.tracking.runs import check_tracking
 
 

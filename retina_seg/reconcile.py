@@ -14,8 +14,9 @@ import hydra
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
+from retina_seg.cli import run_app
 from retina_seg.config import ConfigError, ReconcileConfig, validate
-from retina_seg.tracking.exits import USER_ERROR, run_app
+from retina_seg.errors import USER_ERROR
 from retina_seg.tracking.recovery import reconcile
 from retina_seg.tracking.runs import check_tracking
 

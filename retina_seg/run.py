@@ -31,6 +31,7 @@ from hydra.types import RunMode
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from retina_seg.cli import interrupted, run_app
 from retina_seg.config import Config, ConfigError, Sampling, Task, validate
 from retina_seg.data.augment import build_augmentation
 from retina_seg.data.folds import fold_samples, plan_folds, split_record
@@ -45,39 +46,32 @@ from retina_seg.data.loading import (
 )
 from retina_seg.data.pipeline import evaluation_dataset, training_dataset
 from retina_seg.data.scale import median_fov_width
-from retina_seg.inference.ensemble import EnsemblePredictor
-from retina_seg.inference.predictor import Predictor
-from retina_seg.model.factory import build_model
-from retina_seg.serve.pyfunc import log_pipeline_model
-from retina_seg.tracking.crossval import (
+from retina_seg.errors import INTERNAL_ERROR, SERVER_LOST, USER_ERROR, sigterm_as_interrupt
+from retina_seg.evaluation.crossval import (
     fold_statistics,
     fold_table,
     mean_thresholds,
     out_of_fold,
     write_fold_table,
 )
-from retina_seg.tracking.evaluation import evaluate_model, log_summary
-from retina_seg.tracking.exits import (
-    INTERNAL_ERROR,
-    SERVER_LOST,
-    USER_ERROR,
-    interrupted,
-    run_app,
-    sigterm_as_interrupt,
-)
-from retina_seg.tracking.figures import plot_history
+from retina_seg.evaluation.scoring import evaluate_model, log_summary
+from retina_seg.inference.ensemble import EnsemblePredictor
+from retina_seg.inference.predictor import Predictor
+from retina_seg.model.factory import build_model
+from retina_seg.reporting.figures import plot_history
+from retina_seg.reporting.report import cv_sections, run_sections, write_report
+from retina_seg.serve.pyfunc import log_pipeline_model
 from retina_seg.tracking.outbox import Outbox, ServerLost
 from retina_seg.tracking.preflight import preflight
-from retina_seg.tracking.recovery import CheckpointArtifacts, fetch_checkpoint, reconcile, resumed_config
-from retina_seg.tracking.report import cv_sections, run_sections, write_report
+from retina_seg.tracking.recovery import fetch_checkpoint, reconcile, resumed_config
 from retina_seg.tracking.runs import (
-    MlflowMetrics,
     git_commit,
     log_dataset,
     log_staged,
     run_params,
     tracked_run,
 )
+from retina_seg.training.callbacks import CheckpointLogger, EpochMetrics
 from retina_seg.training.fit import FitOutputs, TrainingDiverged, compile_model, distribution_strategy, fit
 
 log = logging.getLogger(__name__)
@@ -165,8 +159,9 @@ def train_run(cfg: DictConfig, config: Config, splits: dict, split: dict, observ
                                  augmentation, config.seed, shares)
         started = time.perf_counter()
         val = evaluation_dataset(fit_splits["val"], batch, strategy.num_replicas_in_sync)
-        history = fit(model, train, val, steps, config.trainer, outputs,
-                      [MlflowMetrics(outbox), CheckpointArtifacts(outputs, outbox)], done, config.verbose)
+        loggers = [EpochMetrics(outbox.log_metrics),
+                   CheckpointLogger(outputs.weights, outputs.history, outbox.log_files, run.info.run_id)]
+        history = fit(model, train, val, steps, config.trainer, outputs, loggers, done, config.verbose)
         outbox.log_metrics({"train_seconds": time.perf_counter() - started})
         plot_history(history, staging / "curves.png")
 
@@ -189,7 +184,7 @@ def run_folds(cfg: DictConfig, config: Config, samples: list, observers: dict, w
               sweep_tags: dict, name: str) -> JobResult:
     """k-fold cross-validation: a parent run holding one nested training run per fold, the split of every
     fold (`cv_split.json`), the per-fold table with mean and sd over folds, and the folds' joint test
-    metrics (see tracking/crossval.py). Every fold's split is built and every file decoded before the
+    metrics (see evaluation/crossval.py). Every fold's split is built and every file decoded before the
     parent run starts, so bad input leaves no run behind."""
     plan = plan_folds(samples, config.data.name, config.cv.folds, config.seed)
     folds = [fold_samples(samples, plan, k, config.data.val_fraction, config.seed) for k in range(plan.folds)]

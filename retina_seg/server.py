@@ -12,9 +12,10 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from retina_seg.cli import run_app
 from retina_seg.config import ConfigError, ServerAction, ServerConfig, validate
-from retina_seg.tracking.exits import USER_ERROR, run_app
-from retina_seg.tracking.team_server import ADMIN, ServerError, TeamServer
+from retina_seg.errors import USER_ERROR
+from retina_seg.team_server import ADMIN, ServerError, TeamServer
 
 
 def describe(server: TeamServer) -> str:

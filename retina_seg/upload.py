@@ -18,8 +18,9 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
+from retina_seg.cli import run_app
 from retina_seg.config import ConfigError, TrackingConfig, UploadConfig, validate
-from retina_seg.tracking.exits import USER_ERROR, run_app
+from retina_seg.errors import USER_ERROR
 from retina_seg.tracking.outbox import METRICS_FILE, RUN_FILE
 from retina_seg.tracking.runs import check_tracking
 

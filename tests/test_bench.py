@@ -10,7 +10,7 @@ from retina_seg.config import PROJECT_ROOT
 
 
 def test_bench_reports_pipeline_and_training_throughput(tmp_path):
-    args = [sys.executable, "-m", "retina_seg.bench", "--sections", "pipeline", "--steps", "2",
+    args = [sys.executable, "-m", "benchmarks.bench", "--sections", "pipeline", "--steps", "2",
             "--chase-root", str(tmp_path / "absent"),
             "image_size=64", "backbone=resnet18", "data.num_images=6", "data.native_size=128",
             f"data.root={tmp_path}/cache"]
@@ -24,7 +24,7 @@ def test_bench_reports_pipeline_and_training_throughput(tmp_path):
 
 
 def test_bench_times_every_inference_mode_against_the_raw_forward_pass(tmp_path):
-    args = [sys.executable, "-m", "retina_seg.bench", "--sections", "inference", "--sizes", "130x100", "--repeats", "1",
+    args = [sys.executable, "-m", "benchmarks.bench", "--sections", "inference", "--sizes", "130x100", "--repeats", "1",
             "--chase-root", str(tmp_path / "absent"), "image_size=64", "inference.memory_budget_mb=64"]
     done = subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=PROJECT_ROOT)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -19,7 +19,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from retina_seg.config import PROJECT_ROOT, ServerConfig
-from retina_seg.tracking.team_server import ADMIN, ServerError, TeamServer
+from retina_seg.team_server import ADMIN, ServerError, TeamServer
 from tests.conftest import TINY, free_port
 
 EXPERIMENT = "team"

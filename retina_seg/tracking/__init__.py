@@ -1,1 +1,2 @@
-"""Tracking: the MLflow run lifecycle, the evaluation record of a run, reloading logged models, figures."""
+"""Tracking: the MLflow run lifecycle (one run per job with an honest end status), the outbox that outlives a
+server outage, crash recovery, the pre-flight, and reloading logged models."""

@@ -18,15 +18,12 @@ from pathlib import Path
 from typing import List
 
 import pandas as pd
-import tensorflow as tf
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from retina_seg.config import Config, ConfigError, validate
-from retina_seg.tracking.outbox import Outbox
 from retina_seg.tracking.runs import check_tracking, process_started
-from retina_seg.training.fit import FitOutputs
 
 log = logging.getLogger(__name__)
 RESUMABLE = ("KILLED", "FAILED")
@@ -63,29 +60,6 @@ def reconcile(client: MlflowClient, experiment_ids: List[str], stale_minutes: fl
         client.set_terminated(run.info.run_id, "KILLED")
         changes.append(f"run {run.info.run_id} ({run.info.run_name}) RUNNING -> KILLED: {reason}")
     return changes
-
-
-class CheckpointArtifacts(tf.keras.callbacks.Callback):
-    """Log the best weights and the history so far as run artifacts each epoch in which the best-epoch
-    checkpoint was rewritten (the monitored metric improved), so a killed run keeps its best model.
-    Through the run's Outbox: a lost server leaves the checkpoint in the staging folder."""
-
-    def __init__(self, outputs: FitOutputs, outbox: Outbox):
-        super().__init__()
-        self.outputs, self.outbox = outputs, outbox
-
-    def _stamp(self):
-        return self.outputs.weights.stat().st_mtime_ns if self.outputs.weights.exists() else None
-
-    def on_train_begin(self, logs=None):
-        self.logged = self._stamp()  # resuming: the checkpoint fetched from the run is already logged
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self._stamp() == self.logged:
-            return
-        self.logged = self._stamp()
-        if self.outbox.log_files([self.outputs.weights, self.outputs.history], {"checkpoint_epoch": str(epoch + 1)}):
-            log.info("checkpoint: epoch %d weights and history logged to run %s", epoch + 1, self.outbox.run_id)
 
 
 def resumed_config(cfg: DictConfig, overrides: List[str]) -> DictConfig:

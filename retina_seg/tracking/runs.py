@@ -22,7 +22,6 @@ from typing import Dict, Iterator, Mapping
 
 import mlflow
 import pandas as pd
-import tensorflow as tf
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -36,8 +35,8 @@ from retina_seg.config import (
     Task,
     TrackingConfig,
 )
-from retina_seg.tracking.exits import sigterm_as_interrupt
-from retina_seg.tracking.outbox import Outbox, ServerLost
+from retina_seg.errors import sigterm_as_interrupt
+from retina_seg.tracking.outbox import ServerLost
 
 log = logging.getLogger(__name__)
 
@@ -293,23 +292,3 @@ def log_staged(staging: Path) -> None:
     """Log every file the job wrote to its staging folder at the run's artifact root."""
     if staging.is_dir() and any(staging.iterdir()):
         mlflow.log_artifacts(str(staging))
-
-
-class MlflowMetrics(tf.keras.callbacks.Callback):
-    """Log every Keras epoch metric (loss, iou_score, f1-score, their val_ twins) with step = epoch, and
-    `learning_rate`: the optimizer's rate during that epoch, read before a schedule changes it; through
-    the run's Outbox: training never waits for the server."""
-
-    def __init__(self, outbox: Outbox):
-        super().__init__()
-        self.outbox = outbox
-
-    def on_epoch_begin(self, epoch, logs=None):
-        rate = self.model.optimizer.learning_rate
-        if isinstance(rate, tf.keras.optimizers.schedules.LearningRateSchedule):
-            rate = rate(self.model.optimizer.iterations)
-        self.rate = float(tf.keras.backend.get_value(rate))
-
-    def on_epoch_end(self, epoch, logs=None):
-        values = {key: float(value) for key, value in (logs or {}).items() if key != "lr"}
-        self.outbox.log_metrics({**values, "learning_rate": self.rate}, step=epoch)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import logging
-import math
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List
@@ -15,8 +12,7 @@ import tensorflow as tf
 
 from retina_seg.config import LossConfig, Strategy, TrainerConfig
 from retina_seg.model.losses import build_loss, build_metrics
-
-log = logging.getLogger(__name__)
+from retina_seg.training.callbacks import DivergenceGuard, EpochLog, TimeLimit
 
 OPTIMIZERS = {
     "adam": tf.keras.optimizers.Adam,
@@ -24,9 +20,6 @@ OPTIMIZERS = {
     "sgd": tf.keras.optimizers.SGD,
     "rmsprop": tf.keras.optimizers.RMSprop,
 }
-
-
-CHANCE_AUC = 0.55  # a validation AUC at or below this is no better than guessing
 
 
 class TrainingDiverged(RuntimeError):
@@ -58,61 +51,6 @@ def compile_model(model: tf.keras.Model, trainer: TrainerConfig, loss: LossConfi
     auc = tf.keras.metrics.AUC(num_thresholds=50, name="auc")
     model.compile(optimizer=optimizer, loss=build_loss(loss), metrics=[*build_metrics(), auc],
                   run_eagerly=trainer.run_eagerly)
-
-
-class EpochLog(tf.keras.callbacks.Callback):
-    """One plain line per epoch through `logging`, so the Hydra log file reads like the terminal."""
-
-    def __init__(self, epochs: int):
-        super().__init__()
-        self.epochs = epochs
-
-    def on_epoch_end(self, epoch, logs=None):
-        values = " ".join(f"{key}={value:.4g}" for key, value in (logs or {}).items())
-        log.info("epoch %d/%d %s", epoch + 1, self.epochs, values)
-
-
-class DivergenceGuard(tf.keras.callbacks.Callback):
-    """Stops training at the first non-finite batch loss, or when validation AUC has been at chance
-    (<= CHANCE_AUC) for `patience` epochs in a row; `reason` then says which, for the run's record."""
-
-    def __init__(self, patience: int | None):
-        super().__init__()
-        self.patience, self.at_chance, self.reason = patience, 0, None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(loss) and self.reason is None:
-            self.reason = f"loss became {'NaN' if math.isnan(loss) else 'infinite'} at epoch {self.epoch + 1}"
-            self.model.stop_training = True
-
-    def on_epoch_end(self, epoch, logs=None):
-        auc = (logs or {}).get("val_auc")
-        self.at_chance = self.at_chance + 1 if auc is not None and auc <= CHANCE_AUC else 0
-        if self.patience and self.at_chance >= self.patience and self.reason is None:
-            self.reason = (f"validation AUC {auc:.3f} at chance (<= {CHANCE_AUC}) for {self.at_chance} epoch(s), "
-                           f"up to epoch {epoch + 1}")
-            self.model.stop_training = True
-
-
-class TimeLimit(tf.keras.callbacks.Callback):
-    """Stop after a wall-clock budget; the epoch in progress still validates, so the best one is kept."""
-
-    def __init__(self, minutes: float):
-        super().__init__()
-        self.seconds = minutes * 60
-
-    def on_train_begin(self, logs=None):
-        self.start = time.monotonic()
-
-    def on_train_batch_end(self, batch, logs=None):
-        if time.monotonic() - self.start > self.seconds:
-            if not self.model.stop_training:
-                log.info("time limit of %.1f minutes reached: stopping after this epoch", self.seconds / 60)
-            self.model.stop_training = True
 
 
 def fit(model: tf.keras.Model, train: tf.data.Dataset, val: tf.data.Dataset, steps_per_epoch: int,

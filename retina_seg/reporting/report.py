@@ -21,10 +21,12 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from retina_seg.config import compose_tree
-from retina_seg.tracking.crossval import SHOWN
 from retina_seg.tracking.runs import flatten
 
 METRICS = ("f1", "iou", "sensitivity", "specificity", "accuracy", "balanced_accuracy", "auc", "aupr")
+# the columns of a fold table that its Markdown copy and the reports show
+SHOWN = ("test_f1", "test_iou", "test_sensitivity", "test_specificity", "test_auc", "test_aupr", "threshold",
+         "objective")
 
 
 @dataclass

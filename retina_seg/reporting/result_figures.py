@@ -18,7 +18,7 @@ import pandas as pd  # noqa: E402
 from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
 from retina_seg.data.loading import Arrays  # noqa: E402
-from retina_seg.tracking.figures import error_legend, error_map  # noqa: E402
+from retina_seg.reporting.figures import error_legend, error_map  # noqa: E402
 
 MAX_CURVE_PIXELS = 2_000_000  # pooled FOV pixels drawn per curve (a seeded sample beyond that)
 

@@ -19,9 +19,9 @@ from tqdm import tqdm
 from retina_seg.data.loading import Arrays, read_mask
 from retina_seg.inference.metrics import FIXED_THRESHOLD, choose_thresholds, evaluate, observer_metrics, pooled_metrics
 from retina_seg.inference.predictor import Predictor
-from retina_seg.tracking.figures import plot_examples
-from retina_seg.tracking.lesion_figures import plot_lesions
-from retina_seg.tracking.result_figures import plot_best_worst, plot_roc_pr
+from retina_seg.reporting.figures import plot_examples
+from retina_seg.reporting.lesion_figures import plot_lesions
+from retina_seg.reporting.result_figures import plot_best_worst, plot_roc_pr
 
 log = logging.getLogger(__name__)
 

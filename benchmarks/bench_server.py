@@ -7,7 +7,7 @@ the logging latency a client sees while the server is under the load of N runs. 
 runs FINISHED and metric values lost (every epoch metric of every run, checked against the run's own
 history CSV, plus every probe value), and prints the figures.
 
-    python -m retina_seg.bench_server [--runs 8] [--epochs 3] [--keep]
+    python -m benchmarks.bench_server [--runs 8] [--epochs 3] [--keep]
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 from mlflow.tracking import MlflowClient
 
 from retina_seg.config import PROJECT_ROOT, ServerConfig
-from retina_seg.tracking.team_server import TeamServer
+from retina_seg.team_server import TeamServer
 
 JOB = ["trainer=fast", "image_size=64", "data.num_images=8", "backbone=resnet18", "augmentation=none",
        "trainer.early_stopping_patience=100", "trainer.reduce_lr_patience=100", "tracking=server",

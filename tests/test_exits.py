@@ -12,8 +12,9 @@ from pathlib import Path
 import hydra
 import pytest
 
+from retina_seg.cli import run_app
 from retina_seg.config import PROJECT_ROOT
-from retina_seg.tracking.exits import INTERNAL_ERROR, SERVER_LOST, USER_ERROR, run_app
+from retina_seg.errors import INTERNAL_ERROR, SERVER_LOST, USER_ERROR
 from tests.conftest import default_sigint
 
 QUIET = ["hydra/job_logging=none", "hydra/hydra_logging=none"]  # leave the test process's logging as it was
@@ -47,7 +48,7 @@ def test_run_app_tells_hydra_errors_from_the_tasks(arguments, code, tmp_path, mo
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_any_app_ends_an_interruption_with_one_line_and_128_plus_the_signal(signum, tmp_path):
     """In a process of its own, which sends itself the signal while its task runs."""
-    done = subprocess.run([sys.executable, "-c", "from tests.tracking.test_exits import app, run_app; run_app(app)",
+    done = subprocess.run([sys.executable, "-c", "from tests.test_exits import app, run_app; run_app(app)",
                            f"+signal={int(signum)}", *QUIET, f"hydra.run.dir={tmp_path}"], capture_output=True,
                           text=True, timeout=300, cwd=PROJECT_ROOT, preexec_fn=default_sigint)
     assert done.returncode == 128 + signum, done.stderr[-2000:]

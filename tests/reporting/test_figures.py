@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from retina_seg.tracking.figures import ERROR_COLOURS, error_map, plot_examples, plot_history
+from retina_seg.reporting.figures import ERROR_COLOURS, error_map, plot_examples, plot_history
 
 
 def test_history_figure_is_a_200_dpi_png_with_an_svg_copy_and_whole_epoch_ticks(tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from retina_seg.tracking.result_figures import plot_heatmap
+from retina_seg.reporting.result_figures import plot_heatmap
 
 
 def _label(row) -> str:

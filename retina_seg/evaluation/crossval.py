@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from retina_seg.inference.metrics import summarize
+from retina_seg.reporting.report import SHOWN
 
 FOLD_TABLE = "folds.csv"
 
@@ -47,10 +48,6 @@ def mean_thresholds(summaries: List[dict], channels: List[str]) -> Dict[str, flo
     """The ensemble's threshold per channel: the mean of the folds' validation-chosen thresholds."""
     key = (lambda c: "threshold") if len(channels) == 1 else (lambda c: f"threshold_{c}")
     return {c: float(np.mean([s[key(c)] for s in summaries])) for c in channels}
-
-
-SHOWN = ("test_f1", "test_iou", "test_sensitivity", "test_specificity", "test_auc", "test_aupr", "threshold",
-         "objective")
 
 
 def write_fold_table(table: pd.DataFrame, staging: Path, title: str) -> None:

@@ -4,7 +4,7 @@ Before the store's schema was created under a lock, 3 of 4 such processes failed
 exists" / "duplicate column name". Prints how many runs ended FINISHED with their artifacts, and
 the wall time (tiny runs: 64 px, trainer=fast, so the figure is about the store, not training).
 
-    python -m retina_seg.stress [--processes 8] [--folder DIR]
+    python -m benchmarks.stress [--processes 8] [--folder DIR]
 """
 
 from __future__ import annotations

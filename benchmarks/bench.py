@@ -16,7 +16,7 @@ model from `--run-id` or trained for `--train-minutes` inside the bench.
 Section `serving` (`retina_seg/serve/benchmark.py`): one CHASE_DB1 photograph in process and through
 `retina-seg-serve` (skipped with a message when the CHASE_DB1 copy is absent).
 
-    python -m retina_seg.bench [--sections pipeline inference serving] [--steps 30] [--chase-root PATH]
+    python -m benchmarks.bench [--sections pipeline inference serving] [--steps 30] [--chase-root PATH]
                                [--run-id ID --tracking-uri URI] [--xla] [--serving-seconds 60]
                                [hydra overrides...]
 """
@@ -116,8 +116,8 @@ def serving_section(args, overrides: list[str]) -> None:
         return
     from hydra import compose, initialize_config_dir
 
+    from benchmarks.serving import run_serving_bench
     from retina_seg.config import CONF_DIR
-    from retina_seg.serve.benchmark import run_serving_bench
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["data=chase_db1", f"data.root={args.chase_root}", *overrides])

@@ -10,9 +10,9 @@ import pandas as pd
 
 from retina_seg.config import InferenceConfig, Sampling
 from retina_seg.data.loading import Arrays
+from retina_seg.evaluation.scoring import evaluate_model
 from retina_seg.inference.predictor import Predictor
-from retina_seg.tracking.evaluation import evaluate_model
-from retina_seg.tracking.lesion_figures import LESION_COLOURS, densest_crop, paint, plot_lesions
+from retina_seg.reporting.lesion_figures import LESION_COLOURS, densest_crop, paint, plot_lesions
 from tests.inference.test_predictor import pointwise_model
 
 CHANNELS = ["MA", "EX"]
