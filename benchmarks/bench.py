@@ -5,7 +5,12 @@ present, synthetic 960x960 fundus images otherwise), 256 px patches, batch 4, au
   1. images/s of the input pipeline alone (decode cache -> patch -> augment -> batch);
   2. training steps/s fed by that pipeline;
   3. training steps/s fed from batches already in memory (the same batches, materialised first);
-and prints 2 / 3: a ratio of 1.0 means the pipeline costs training nothing.
+and prints 2 / 3: a ratio of 1.0 means the pipeline costs training nothing. Training runs at the precision
+`trainer.precision=auto` picks on this machine, so the ratio holds at the step rate training really has.
+
+Section `precision`: training steps/s of the default model and of the recipes' ResNet-18 U-Net, and
+whole-image inference of a 999x960 and a 3504x2336 image, in float32 and in mixed precision (the one `auto`
+picks here, or the one it turned down), with the ratios.
 
 Section `inference`, for the CHASE_DB1 recipe's network (experiments/chase_db1_vessels.yaml) on a
 999x960 and a 3504x2336 image: ms per image for tiles (stride half a window), tiles (stride = window)
@@ -13,10 +18,10 @@ and whole, each against the raw forward time of the same pixels (the padded imag
 F1/AUC of each mode on the CHASE_DB1 test images (threshold chosen on validation per mode) with a
 model from `--run-id` or trained for `--train-minutes` inside the bench.
 
-Section `serving` (`retina_seg/serve/benchmark.py`): one CHASE_DB1 photograph in process and through
+Section `serving` (`benchmarks/serving.py`): one CHASE_DB1 photograph in process and through
 `retina-seg-serve` (skipped with a message when the CHASE_DB1 copy is absent).
 
-    python -m benchmarks.bench [--sections pipeline inference serving] [--steps 30] [--chase-root PATH]
+    python -m benchmarks.bench [--sections pipeline precision inference serving] [--steps 30] [--chase-root PATH]
                                [--run-id ID --tracking-uri URI] [--xla] [--serving-seconds 60]
                                [hydra overrides...]
 """
@@ -42,6 +47,7 @@ from retina_seg.data.pipeline import evaluation_dataset, training_dataset
 from retina_seg.inference.metrics import choose_thresholds, evaluate
 from retina_seg.inference.predictor import Predictor
 from retina_seg.model.factory import build_model
+from retina_seg.model.precision import resolve
 from retina_seg.tracking.reload import load_logged_model
 from retina_seg.training.fit import FitOutputs, compile_model, fit
 
@@ -91,20 +97,68 @@ def pipeline_section(args, overrides: list[str]) -> None:
 
     in_memory = tf.data.Dataset.from_tensor_slices(
         (tf.concat([b[0] for b in batches], 0), tf.concat([b[1] for b in batches], 0))).batch(batch).repeat()
+    precision = resolve(config.trainer.precision)  # the step rate training runs at on this machine
     model = build_model(config.backbone.name, config.arch, len(config.data.channels), size, config.encoder_weights,
-                        config.batchnorm_momentum, config.preprocess.normalization)
-    compile_model(model, config.trainer, config.loss)
+                        config.batchnorm_momentum, config.preprocess.normalization, precision)
+    compile_model(model, config.trainer, config.loss, precision)
     memory_steps = timed_fit(model, in_memory, args.steps)
     pipeline_steps = timed_fit(model, pipeline, args.steps)
 
     print(f"retina-seg input pipeline benchmark: {config.arch.name.value} {config.backbone.name}, "
           f"{size} px patches, batch {batch}, augmentation {config.augmentation.name}, "
-          f"{tf.config.threading.get_inter_op_parallelism_threads() or 'auto'} inter-op threads")
+          f"{tf.config.threading.get_inter_op_parallelism_threads() or 'auto'} inter-op threads, "
+          f"precision {precision.name} ({precision.reason})")
     print(f"  data          {source}, decoded and cached in {load_seconds:.1f} s")
     print(f"  pipeline only {pipeline_images_per_s:8.1f} images/s ({pipeline_images_per_s / batch:.1f} batches/s)")
     print(f"  training      {pipeline_steps:8.3f} steps/s fed by the pipeline")
     print(f"  training      {memory_steps:8.3f} steps/s fed from in-memory tensors")
-    print(f"  ratio         {pipeline_steps / memory_steps:8.3f} (pipeline / in-memory; target >= 0.9)")
+    print(f"  ratio         {pipeline_steps / memory_steps:8.3f} (pipeline / in-memory; target >= 0.95)")
+
+
+def compared_precisions(auto) -> list[str]:
+    """float32 and the mixed precision in question: the one `auto` picks, or the one it turned down
+    (bfloat16 on a CPU), so that the figure shows why."""
+    if auto.mixed:
+        return ["32", auto.name]
+    return ["32", "16-mixed" if tf.config.list_physical_devices("GPU") else "bf16-mixed"]
+
+
+def precision_section(args, overrides: list[str]) -> None:
+    """Training steps/s of the default model and of the recipes' ResNet-18 U-Net, and whole-image inference of
+    a CHASE_DB1-sized and an HRF-sized photograph, in float32 and in mixed precision; ratios from one run."""
+    auto = resolve("auto")
+    names = compared_precisions(auto)
+    print(f"retina-seg precision benchmark: {' vs '.join(names)}; precision=auto picks {auto.name} ({auto.reason})")
+    rng = np.random.default_rng(0)
+    for label, extra in (("default model", []), ("recipes' network", ["+experiment=chase_db1_vessels"])):
+        config = compose_bench_config(args.chase_root, [*extra, *overrides], base=["trainer.batch_size=4"])
+        size, batch, channels = config.image_size, config.trainer.batch_size, len(config.data.channels)
+        images = rng.random((batch * 2, size, size, 3), np.float32)
+        masks = (rng.random((batch * 2, size, size, channels)) > 0.9).astype(np.float32)
+        batches = tf.data.Dataset.from_tensor_slices((images, masks)).batch(batch).repeat()
+        rates = {}
+        for name in names:
+            precision = resolve(name)
+            model = build_model(config.backbone.name, config.arch, channels, size, config.encoder_weights,
+                                config.batchnorm_momentum, config.preprocess.normalization, precision)
+            compile_model(model, config.trainer, config.loss, precision)
+            rates[name] = timed_fit(model, batches, args.precision_steps)
+        shown = ", ".join(f"{name} {rate:.3f}" for name, rate in rates.items())
+        print(f"  training   {label:18s} {config.arch.name.value} {config.backbone.name} {size} px, batch {batch}: "
+              f"steps/s {shown}; ratio {rates[names[1]] / rates[names[0]]:.2f}x", flush=True)
+    config = compose_bench_config(args.chase_root, ["+experiment=chase_db1_vessels", *overrides], base=[])
+    model = build_model(config.backbone.name, config.arch, len(config.data.channels), config.image_size,
+                        config.encoder_weights, config.batchnorm_momentum, config.preprocess.normalization)
+    for width, height in args.sizes:
+        image = timing_image(None, width, height, config.seed)
+        times = {}
+        for name in names:
+            settings = dataclasses.replace(config.inference, mode=InferenceMode.whole, precision=name)
+            predictor = Predictor(model, config.image_size, config.data.sampling, settings)
+            times[name] = best_ms(partial(predictor, image), args.repeats, not args.no_warm_up)[0]
+        shown = ", ".join(f"{name} {ms:.0f} ms" for name, ms in times.items())
+        print(f"  inference  {width}x{height} whole image, {config.backbone.name}: {shown}; "
+              f"ratio {times[names[0]] / times[names[1]]:.2f}x", flush=True)
 
 
 def serving_section(args, overrides: list[str]) -> None:
@@ -239,6 +293,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--steps", type=int, default=30, help="timed training steps per measurement")
+    parser.add_argument("--precision-steps", type=int, default=5, help="timed training steps per precision")
     parser.add_argument("--chase-root", type=Path, default=SHARED_CHASE)
     parser.add_argument("--sizes", type=size, nargs="*", default=list(SIZES), help="WIDTHxHEIGHT images to time")
     parser.add_argument("--repeats", type=int, default=2, help="timed repetitions per inference measurement")
@@ -253,7 +308,8 @@ def main() -> None:
         SECTIONS[section](args, overrides)
 
 
-SECTIONS = {"pipeline": pipeline_section, "inference": inference_section, "serving": serving_section}
+SECTIONS = {"pipeline": pipeline_section, "precision": precision_section, "inference": inference_section,
+            "serving": serving_section}
 
 if __name__ == "__main__":
     main()

@@ -46,6 +46,8 @@ class Optimizer(Enum):
     rmsprop = "rmsprop"
 
 
+# numeric precision: float32, or Keras' mixed policies; auto decides per machine (model/precision.py)
+PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
 MONITORABLE = [prefix + key for prefix in ("", "val_") for key in ("loss", "iou_score", "f1-score", "auc")]
 
 
@@ -203,8 +205,10 @@ class TrainerConfig:
     # Keras' run_eagerly: no graph is traced for the train and validation steps. Slower per step, but tracing
     # a U-Net costs seconds, more than a smoke run of a couple of steps takes (and it is easier to debug)
     run_eagerly: bool = False
+    precision: str = "auto"  # 32, bf16-mixed, 16-mixed, or auto: bf16 where the CPU has bfloat16 units, 16 on GPUs
 
     def __post_init__(self) -> None:
+        _require(self.precision in PRECISIONS, "trainer.precision", f"one of {', '.join(PRECISIONS)}", self.precision)
         _require(self.epochs >= 1, "trainer.epochs", "an integer >= 1", self.epochs)
         _require(self.batch_size >= 1, "trainer.batch_size", "an integer >= 1", self.batch_size)
         _require(math.isfinite(self.lr) and self.lr > 0, "trainer.lr", "a learning rate > 0", self.lr)
@@ -232,8 +236,11 @@ class InferenceConfig:
     memory_budget_mb: int = 4096  # whole: the largest activation memory one forward pass may take
     jit_compile: bool = False  # XLA-compile the forward pass
     fov_mask: bool = True  # zero predictions outside the field of view derived from the image's red channel
+    precision: str = "auto"  # as trainer.precision, for evaluate, predict and the served model
 
     def __post_init__(self) -> None:
+        _require(self.precision in PRECISIONS, "inference.precision", f"one of {', '.join(PRECISIONS)}",
+                 self.precision)
         _require(self.memory_budget_mb >= 64, "inference.memory_budget_mb", "at least 64 (MB)",
                  self.memory_budget_mb)
         _require(self.stride is None or self.stride >= 1, "inference.stride", "null or an integer >= 1",
@@ -468,11 +475,16 @@ class ExportConfig:
     output: str = MISSING  # a folder; created, must be empty if it exists
     trust_model: bool = False
     opset: int = 17  # onnx only
+    precision: str = "32"  # what the exported network computes in; weights are float32 whatever it is
 
     def __post_init__(self) -> None:
         _require((self.run_id is None) != (self.model is None), "run_id / model", "exactly one of them",
                  {"run_id": self.run_id, "model": self.model})
         _require(13 <= self.opset <= 21, "opset", "an ONNX opset between 13 and 21", self.opset)
+        _require(self.precision in PRECISIONS[1:], "precision", f"one of {', '.join(PRECISIONS[1:])}", self.precision)
+        _require(self.precision == "32" or self.format is ExportFormat.savedmodel, "precision",
+                 "32 for TFLite and ONNX exports (a mixed-precision network exports as a SavedModel only)",
+                 self.precision)
 
 
 def validate(cfg: DictConfig) -> Config:

@@ -106,6 +106,7 @@ def evaluate_logged(logged: LoggedModel, run_id: str, data: DataConfig, samples:
     with tracked_run(config.tracking, staging, tags, experiment_id=logged.experiment_id) as run:
         mlflow.log_params({"evaluated_run_id": run_id, "data.name": data.name, "data.root": data.root,
                            "inference.stride": predictor.stride, "inference.flip_tta": config.inference.flip_tta,
+                           "inference.precision_used": predictor.precision.name,
                            **(params or {})})
         summary = evaluate_model(predictor, splits, data.channels, staging, thresholds, observers,
                                  lesions=data.task is Task.lesions)

@@ -32,7 +32,7 @@ def main(cfg: DictConfig) -> None:
             check_tracking(config.tracking)
         source = config.run_id or config.model
         logged = load_logged_model(source, config.tracking.uri, trust=config.trust_model)
-        written = export_network(logged, config.format, Path(config.output), source, config.opset)
+        written = export_network(logged, config.format, Path(config.output), source, config.opset, config.precision)
     except (ConfigError, ModelSourceError, ExportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(USER_ERROR)

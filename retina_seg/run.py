@@ -58,6 +58,8 @@ from retina_seg.evaluation.scoring import evaluate_model, log_summary
 from retina_seg.inference.ensemble import EnsemblePredictor
 from retina_seg.inference.predictor import Predictor
 from retina_seg.model.factory import build_model
+from retina_seg.model.precision import at_precision
+from retina_seg.model.precision import resolve as resolve_precision
 from retina_seg.reporting.figures import plot_history
 from retina_seg.reporting.report import cv_sections, run_sections, write_report
 from retina_seg.serve.pyfunc import log_pipeline_model
@@ -120,17 +122,19 @@ def train_run(cfg: DictConfig, config: Config, splits: dict, split: dict, observ
     fit_splits = splits if patches else {s: resize_arrays(splits[s], config.image_size) for s in ("train", "val")}
     augmentation = build_augmentation(config.augmentation, config.seed)
     strategy = distribution_strategy(config.trainer)
+    precision = resolve_precision(config.trainer.precision)
     with strategy.scope():
         model = build_model(config.backbone.name, config.arch, len(channels), config.image_size,
-                            config.encoder_weights, config.batchnorm_momentum, config.preprocess.normalization)
-        compile_model(model, config.trainer, config.loss)
-    log.info("data %s: %s; %d replica(s)", config.data.name, {s: len(a) for s, a in splits.items()},
-             strategy.num_replicas_in_sync)
+                            config.encoder_weights, config.batchnorm_momentum, config.preprocess.normalization,
+                            precision)
+        compile_model(model, config.trainer, config.loss, precision)
+    log.info("data %s: %s; %d replica(s); precision %s (%s)", config.data.name,
+             {s: len(a) for s, a in splits.items()}, strategy.num_replicas_in_sync, precision.name, precision.reason)
 
     staging = workdir / "artifacts"
     staging.mkdir(parents=True, exist_ok=True)
     stem = config.artifact_stem
-    (staging / f"{stem}.json").write_text(model.to_json())
+    (staging / f"{stem}.json").write_text(at_precision(model.to_json(), "32"))  # reloads at any precision
     (staging / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))  # what `resume=` reads back
     (staging / "split.json").write_text(json.dumps(split, indent=1))
     if augmentation is not None:  # the resolved pipeline, every argument spelled out
@@ -148,7 +152,8 @@ def train_run(cfg: DictConfig, config: Config, splits: dict, split: dict, observ
         if not config.resume:  # a resumed run keeps its params and inputs; its config.yaml records any override
             mlflow.log_params({**run_params(config, OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)),
                                "model.parameters": model.count_params(),
-                               "trainer.replicas": strategy.num_replicas_in_sync})
+                               "trainer.replicas": strategy.num_replicas_in_sync,
+                               "trainer.precision_used": precision.name, "trainer.precision_reason": precision.reason})
             log_dataset(config.data.name, config.data.root, {split: arrays.names for split, arrays in splits.items()})
         outbox.log_metrics({"fov_width_px": median_fov_width(splits["train"])})  # the scale cross-dataset tests match
         outbox.log_artifacts(staging)  # architecture and config first: with a checkpoint they make a resumable run
@@ -167,6 +172,7 @@ def train_run(cfg: DictConfig, config: Config, splits: dict, split: dict, observ
 
         predictor = Predictor(model, config.image_size, config.data.sampling, config.inference,
                               max_side=config.data.max_side)
+        mlflow.log_params({"inference.precision_used": predictor.precision.name})
         summary = evaluate_model(predictor, splits, channels, staging, second=observers,
                                  lesions=config.data.task is Task.lesions)
         log_summary(summary, outbox.log_metrics)

@@ -34,3 +34,21 @@ def test_bench_times_every_inference_mode_against_the_raw_forward_pass(tmp_path)
     assert set(rows) == {"tiles, stride window/2", "tiles, stride window", "whole"}, done.stdout
     assert all(float(ratio) > 0 for ratio in rows.values())
     assert "agreement     skipped: no CHASE_DB1 copy" in done.stdout
+
+
+def test_bench_compares_float32_with_mixed_precision_in_one_run(tmp_path):
+    args = [sys.executable, "-m", "benchmarks.bench", "--sections", "precision", "--precision-steps", "1",
+            "--sizes", "130x100", "--repeats", "1", "--chase-root", str(tmp_path / "absent"), "image_size=64",
+            f"data.root={tmp_path}/cache", "data.num_images=4", "data.native_size=64"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=900, cwd=PROJECT_ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    picked = re.search(r"precision=auto picks (32|bf16-mixed|16-mixed) \(auto: ", done.stdout)
+    assert picked, done.stdout
+    trained = re.findall(r"training .+ steps/s 32 ([\d.]+), (bf16-mixed|16-mixed) ([\d.]+); ratio ([\d.]+)x",
+                         done.stdout)
+    assert len(trained) == 2, done.stdout  # the default model and the recipes' network
+    for float32, _, mixed, ratio in trained:
+        assert abs(float(ratio) - float(mixed) / float(float32)) < 0.01
+    inferred = re.search(r"inference\s+130x100 whole image, resnet18: 32 ([\d.]+) ms, \S+ ([\d.]+) ms; ratio ([\d.]+)x",
+                         done.stdout)
+    assert inferred and abs(float(inferred[3]) - float(inferred[1]) / float(inferred[2])) < 0.02, done.stdout

@@ -1,7 +1,7 @@
 """The package's layering: imports run downward only, so a reader can trust a part's name.
 
-apps (top-level modules) -> cli, team_server -> serve / evaluation -> reporting -> tracking -> training / inference -> model / data
--> config / errors.
+apps (top-level modules) -> cli, team_server -> serve / evaluation -> reporting -> tracking
+-> training / inference -> model / data -> config / errors.
 """
 
 from __future__ import annotations

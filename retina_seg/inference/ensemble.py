@@ -28,6 +28,10 @@ class EnsemblePredictor:
     def stride(self) -> int:
         return self.members[0].stride
 
+    @property
+    def precision(self):
+        return self.members[0].precision
+
     def __call__(self, image: np.ndarray) -> np.ndarray:
         total = self.members[0](image)
         for member in self.members[1:]:

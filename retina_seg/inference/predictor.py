@@ -24,11 +24,13 @@ import tensorflow as tf
 from retina_seg.config import InferenceConfig, InferenceMode, Sampling
 from retina_seg.data.loading import capped_size
 from retina_seg.data.pipeline import to_model_input
+from retina_seg.model.precision import at_precision_model, resolve
 
 
 @dataclass
 class Predictor:
-    """Turns uint8 RGB images (H, W, 3) of any size into float32 probabilities (H, W, C) in [0, 1]."""
+    """Turns uint8 RGB images (H, W, 3) of any size into float32 probabilities (H, W, C) in [0, 1], computing at
+    `settings.precision` (the model is rebuilt at that policy when it was built at another)."""
 
     model: tf.keras.Model
     window: int  # the training image_size
@@ -38,6 +40,8 @@ class Predictor:
     max_side: int | None = None  # the training data's cap (data.max_side): larger images are predicted at it
 
     def __post_init__(self) -> None:
+        self.precision = resolve(self.settings.precision)  # inference.precision, decided for this machine
+        self.model = at_precision_model(self.model, self.precision)
         # a plain compiled forward pass: unlike model.predict it does not split a batch across the
         # replicas of a distribution strategy (a one-image batch would leave a replica empty)
         self._forward = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True,
@@ -145,15 +149,15 @@ def _tiled(length: int, size: int, stride: int) -> int:
 
 def activation_bytes_per_pixel(model: tf.keras.Model, probe_side: int, headroom: float = 4.0) -> float:
     """Bytes of activations per input pixel at the peak of a forward pass, estimated as `headroom` times
-    the largest layer output (float32) per input pixel, found by running the network on a small probe.
+    the largest layer output (in its own dtype) per input pixel, found by running the network on a small probe.
     Measured on a ResNet-18 U-Net (CPU, 8.2 Mpx): the peak is about 3x its largest layer output."""
     side = model.input_shape[1] or probe_side
     largest = 0.0
     for network in _networks(model):
         probe = tf.keras.Model(network.inputs, [layer.get_output_at(0) for layer in network.layers[1:]])
         for output in tf.nest.flatten(probe(tf.zeros((1, side, side, 3)), training=False)):
-            largest = max(largest, float(np.prod(output.shape[1:])) / (side * side))
-    return headroom * 4 * largest
+            largest = max(largest, output.dtype.size * float(np.prod(output.shape[1:])) / (side * side))
+    return headroom * largest
 
 
 def _networks(model: tf.keras.Model) -> list[tf.keras.Model]:

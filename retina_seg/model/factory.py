@@ -9,14 +9,16 @@ import segmentation_models as sm
 import tensorflow as tf
 
 from retina_seg.config import ArchConfig, ConfigError, Normalization
+from retina_seg.model.precision import Resolved, at_precision_model
 
 ARCHITECTURES = {"unet": sm.Unet, "fpn": sm.FPN, "linknet": sm.Linknet, "pspnet": sm.PSPNet}
 
 
 def build_model(backbone: str, arch: ArchConfig, classes: int, image_size: int, encoder_weights: str | None,
-                batchnorm_momentum: float | None = None,
-                normalization: Normalization = Normalization.unit) -> tf.keras.Model:
-    """A model mapping float32 images (B, H, W, 3) in [0, 1] to sigmoid probabilities (B, H, W, classes).
+                batchnorm_momentum: float | None = None, normalization: Normalization = Normalization.unit,
+                precision: Resolved | None = None) -> tf.keras.Model:
+    """A model mapping float32 images (B, H, W, 3) in [0, 1] to float32 sigmoid probabilities (B, H, W, classes),
+    computing at `precision` (default float32; see model/precision.py).
 
     Multi-label on purpose: vessels are one channel, lesion types are independent channels.
     H and W may be any multiple of 32 except for PSPNet, which is built for image_size only.
@@ -44,7 +46,7 @@ def build_model(backbone: str, arch: ArchConfig, classes: int, image_size: int, 
                 layer.momentum = batchnorm_momentum
     if normalization is Normalization.backbone:
         model = _with_input_normalization(model, backbone, side)
-    return model
+    return model if precision is None else at_precision_model(model, precision)
 
 
 def _with_input_normalization(model: tf.keras.Model, backbone: str, side: int | None) -> tf.keras.Model:

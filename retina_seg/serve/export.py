@@ -15,6 +15,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from retina_seg.config import ExportFormat, Sampling
+from retina_seg.model.precision import POLICIES, at_precision_model, resolve
 from retina_seg.tracking.reload import LoggedModel
 
 FILES = {ExportFormat.savedmodel: "savedmodel", ExportFormat.tflite: "model.tflite", ExportFormat.onnx: "model.onnx"}
@@ -25,7 +26,7 @@ class ExportError(ValueError):
     """An export that cannot be written; the message says why."""
 
 
-def inference_spec(logged: LoggedModel, fmt: ExportFormat, source: str) -> dict:
+def inference_spec(logged: LoggedModel, fmt: ExportFormat, source: str, precision: str = "32") -> dict:
     """Everything inference needs besides the network, as plain JSON."""
     config = logged.config
     window = config.image_size
@@ -36,6 +37,10 @@ def inference_spec(logged: LoggedModel, fmt: ExportFormat, source: str) -> dict:
                   "shape": [1, window, window, 3] if fmt is ExportFormat.tflite else [None, None, None, 3],
                   "size_multiple": config.arch.size_multiple},
         "output": {"layout": "NHWC", "dtype": "float32", "activation": "sigmoid", "classes": config.data.channels},
+        "precision": {"computes_in": POLICIES[precision], "weights": "float32",
+                      "trained_with": f"trainer.precision={config.trainer.precision}",
+                      "note": "exports compute in float32 unless `precision=` asks otherwise (SavedModel only); "
+                              "the output layer is float32 under every policy"},
         "preprocessing": {"green_channel": config.preprocess.green_channel, "clahe": config.preprocess.clahe,
                           "clahe_clip_limit": config.preprocess.clahe_clip_limit, "clahe_tile_grid": [8, 8],
                           "clahe_space": "LAB lightness", "fov_threshold_red": config.preprocess.fov_threshold},
@@ -51,13 +56,15 @@ def inference_spec(logged: LoggedModel, fmt: ExportFormat, source: str) -> dict:
     }
 
 
-def export_network(logged: LoggedModel, fmt: ExportFormat, output: Path, source: str, opset: int = 17) -> Path:
-    """Write the network in `fmt` and `inference.json` into `output` (created; must be empty); returns the network."""
+def export_network(logged: LoggedModel, fmt: ExportFormat, output: Path, source: str, opset: int = 17,
+                   precision: str = "32") -> Path:
+    """Write the network in `fmt` at `precision` and `inference.json` into `output` (created; must be empty);
+    returns the network."""
     if output.exists() and any(output.iterdir()):
         raise ExportError(f"output='{output}' is not empty: choose a new folder")
     output.mkdir(parents=True, exist_ok=True)
     target = output / FILES[fmt]
-    model = logged.model
+    model = at_precision_model(logged.model, resolve(precision))
     window = logged.config.image_size
     if fmt is ExportFormat.savedmodel:
         model.export(str(target))  # an inference-only SavedModel with a `serve` endpoint
@@ -72,5 +79,5 @@ def export_network(logged: LoggedModel, fmt: ExportFormat, output: Path, source:
         tf2onnx.convert.from_keras(model, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32,
                                                                          INPUT_NAME)],
                                    opset=opset, output_path=str(target))
-    (output / "inference.json").write_text(json.dumps(inference_spec(logged, fmt, source), indent=2))
+    (output / "inference.json").write_text(json.dumps(inference_spec(logged, fmt, source, precision), indent=2))
     return target

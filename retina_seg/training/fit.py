@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from retina_seg.config import LossConfig, Strategy, TrainerConfig
 from retina_seg.model.losses import build_loss, build_metrics
+from retina_seg.model.precision import Resolved, loss_scaled
 from retina_seg.training.callbacks import DivergenceGuard, EpochLog, TimeLimit
 
 OPTIMIZERS = {
@@ -45,8 +46,13 @@ def distribution_strategy(trainer: TrainerConfig) -> tf.distribute.Strategy:
     return tf.distribute.MirroredStrategy(devices=devices)
 
 
-def compile_model(model: tf.keras.Model, trainer: TrainerConfig, loss: LossConfig) -> None:
+def compile_model(model: tf.keras.Model, trainer: TrainerConfig, loss: LossConfig,
+                  precision: Resolved | None = None) -> None:
+    """Optimizer (loss-scaled for float16), the weighted loss and the tracked metrics; all of them read the
+    model's float32 output, whatever precision its layers compute in."""
     optimizer = OPTIMIZERS[trainer.optimizer.value](learning_rate=trainer.lr)
+    if precision is not None:
+        optimizer = loss_scaled(optimizer, precision)
     # pixel AUC over evenly spaced thresholds: a histogram per batch, cheap; it tells chance from learning
     auc = tf.keras.metrics.AUC(num_thresholds=50, name="auc")
     model.compile(optimizer=optimizer, loss=build_loss(loss), metrics=[*build_metrics(), auc],
