@@ -43,13 +43,14 @@ import tensorflow as tf
 from retina_seg.config import PROJECT_ROOT, InferenceConfig, InferenceMode, validate
 from retina_seg.data.augment import build_augmentation
 from retina_seg.data.loading import load_splits
-from retina_seg.data.pipeline import evaluation_dataset, training_dataset
+from retina_seg.data.pipeline import training_dataset, validation_set
 from retina_seg.inference.metrics import choose_thresholds, evaluate
 from retina_seg.inference.predictor import Predictor
 from retina_seg.model.factory import build_model
 from retina_seg.model.precision import resolve
 from retina_seg.tracking.reload import load_logged_model
 from retina_seg.training.fit import FitOutputs, compile_model, fit
+from retina_seg.training.validation import Validation
 
 SHARED_CHASE = PROJECT_ROOT.parent / "shared" / "data" / "CHASE_DB1"
 BASE = ["augmentation=light", "data.sampling=patches", "image_size=256", "trainer.batch_size=4"]
@@ -220,11 +221,13 @@ def train_briefly(config, splits: dict, minutes: float) -> tf.keras.Model:
     batch = trainer.batch_size
     train = training_dataset(splits["train"], batch, config.image_size, True, config.data.foreground_share,
                              build_augmentation(config.augmentation, config.seed), config.seed)
-    val = evaluation_dataset(splits["val"], batch)
+    validation = Validation(*validation_set(splits["val"], config.image_size, trainer.validation_windows,
+                                            config.data.foreground_share, config.seed + 1),
+                            config.data.channels, batch)
     with tempfile.TemporaryDirectory() as folder:
         outputs = FitOutputs(Path(folder) / "weights.h5", Path(folder) / "history.csv")
         steps = trainer.steps_per_epoch or math.ceil(len(splits["train"]) / batch)
-        history = fit(model, train, val, steps, trainer, outputs, [])
+        history = fit(model, train, validation, steps, trainer, outputs, [])
     print(f"  model         trained for {minutes:g} min: {len(history)} epochs, best val F-score "
           f"{history['val_f1-score'].max():.3f}")
     return model

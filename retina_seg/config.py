@@ -48,7 +48,9 @@ class Optimizer(Enum):
 
 # numeric precision: float32, or Keras' mixed policies; auto decides per machine (model/precision.py)
 PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
-MONITORABLE = [prefix + key for prefix in ("", "val_") for key in ("loss", "iou_score", "f1-score", "auc")]
+# Keras' training logs and training/validation.py's validation scores: what trainer.monitor can follow
+MONITORABLE = ["loss", "iou_score", "f1-score", "val_loss", "val_iou_score", "val_f1-score", "val_auroc", "val_maupr"]
+TASK_MONITOR = {"vessels": "val_f1-score", "lesions": "val_maupr"}  # trainer.monitor=null: what the task is scored by
 
 
 class Sampling(Enum):
@@ -192,14 +194,19 @@ class TrainerConfig:
     batch_size: int = 4
     lr: float = 1e-3
     optimizer: Optimizer = Optimizer.adam
-    monitor: str = "val_f1-score"  # Keras log key used for checkpointing, early stopping and LR schedule
+    # the log key that chooses the best epoch and drives early stopping and the LR schedule; null: the task's
+    # own score (vessels: val_f1-score; lesions: val_maupr, the mean validation AUPR the IDRiD challenge ranks by)
+    monitor: str | None = None
     monitor_mode: Mode = Mode.max
     early_stopping_patience: int = 8
     reduce_lr_patience: int = 4
     reduce_lr_factor: float = 0.5
     steps_per_epoch: int | None = None  # null: one pass over the training images
     time_limit_minutes: float | None = None  # stop training (keeping the best epoch) after this long
-    divergence_patience: int | None = 5  # fail when val AUC is at chance (<= 0.55) this many epochs in a row
+    divergence_patience: int | None = 5  # fail when val ROC AUC is at chance (<= 0.55) this many epochs in a row
+    # patches: the validation set that steers training, drawn once: this many seeded windows centred like training
+    # patches; null: whole validation images (at the data's scale; slower on large photographs)
+    validation_windows: int | None = 128
     strategy: Strategy = Strategy.default
     devices: List[str] = field(default_factory=list)  # mirrored: e.g. ["/gpu:0", "/gpu:1"]; empty: all GPUs
     # Keras' run_eagerly: no graph is traced for the train and validation steps. Slower per step, but tracing
@@ -218,7 +225,10 @@ class TrainerConfig:
                  self.reduce_lr_patience)
         _require(0 < self.reduce_lr_factor < 1, "trainer.reduce_lr_factor", "a factor between 0 and 1",
                  self.reduce_lr_factor)
-        _require(self.monitor in MONITORABLE, "trainer.monitor", f"one of {MONITORABLE}", self.monitor)
+        _require(self.monitor is None or self.monitor in MONITORABLE, "trainer.monitor",
+                 f"null (the task's score) or one of {MONITORABLE}", self.monitor)
+        _require(self.validation_windows is None or self.validation_windows >= 1, "trainer.validation_windows",
+                 "null (whole images) or an integer >= 1", self.validation_windows)
         _require(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "trainer.steps_per_epoch",
                  "null or an integer >= 1", self.steps_per_epoch)
         _require(self.time_limit_minutes is None or self.time_limit_minutes > 0, "trainer.time_limit_minutes",
@@ -325,6 +335,8 @@ class Config:
                  f"null or at most image_size ({self.image_size}) so windows overlap or touch", self.inference.stride)
         _require(self.batchnorm_momentum is None or 0 <= self.batchnorm_momentum < 1, "batchnorm_momentum",
                  "null or a value in [0, 1)", self.batchnorm_momentum)
+        if self.trainer.monitor is None:
+            self.trainer.monitor = TASK_MONITOR[self.data.task.value]
         channels = self.data.channels
         for key in ("class_weights", "positive_weights"):
             values = getattr(self.loss, key)

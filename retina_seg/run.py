@@ -44,7 +44,7 @@ from retina_seg.data.loading import (
     regroup,
     resize_arrays,
 )
-from retina_seg.data.pipeline import evaluation_dataset, training_dataset
+from retina_seg.data.pipeline import training_dataset, validation_set
 from retina_seg.data.scale import median_fov_width
 from retina_seg.errors import INTERNAL_ERROR, SERVER_LOST, USER_ERROR, sigterm_as_interrupt
 from retina_seg.evaluation.crossval import (
@@ -75,6 +75,7 @@ from retina_seg.tracking.runs import (
 )
 from retina_seg.training.callbacks import CheckpointLogger, EpochMetrics
 from retina_seg.training.fit import FitOutputs, TrainingDiverged, compile_model, distribution_strategy, fit
+from retina_seg.training.validation import Validation
 
 log = logging.getLogger(__name__)
 
@@ -162,12 +163,18 @@ def train_run(cfg: DictConfig, config: Config, splits: dict, split: dict, observ
         shares = [config.data.class_shares.get(c, 0.0) for c in channels] if config.data.class_shares else None
         train = training_dataset(fit_splits["train"], batch, config.image_size, patches, config.data.foreground_share,
                                  augmentation, config.seed, shares)
+        windows = config.trainer.validation_windows if patches else None
+        validation = Validation(*validation_set(fit_splits["val"], config.image_size, windows,
+                                                config.data.foreground_share, config.seed + 1, shares),
+                                channels, batch)
         started = time.perf_counter()
-        val = evaluation_dataset(fit_splits["val"], batch, strategy.num_replicas_in_sync)
         loggers = [EpochMetrics(outbox.log_metrics),
                    CheckpointLogger(outputs.weights, outputs.history, outbox.log_files, run.info.run_id)]
-        history = fit(model, train, val, steps, config.trainer, outputs, loggers, done, config.verbose)
-        outbox.log_metrics({"train_seconds": time.perf_counter() - started})
+        history = fit(model, train, validation, steps, config.trainer, outputs, loggers, done, config.verbose)
+        seconds = time.perf_counter() - started
+        # the share of this session's training time spent validating: what validation_windows trades for steps
+        validating = history["validation_seconds"].iloc[0 if done is None else len(done):].sum()
+        outbox.log_metrics({"train_seconds": seconds, "validation_share": validating / seconds})
         plot_history(history, staging / "curves.png")
 
         predictor = Predictor(model, config.image_size, config.data.sampling, config.inference,

@@ -123,19 +123,21 @@ def _pad_to(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.pad(pixels, pad)
 
 
-def evaluation_dataset(arrays: Arrays, batch_size: int, replicas: int = 1) -> tf.data.Dataset:
-    """One ordered pass over whole (image, mask) pairs, zero-padded to a common size that divides by 32.
-    With several replicas (MirroredStrategy) the first images are repeated so every replica gets a
-    non-empty share of the last batch; these Keras validation scores only steer training, the
-    reported evaluation is done separately on the exact images."""
+def validation_set(arrays: Arrays, size: int, windows: int | None, foreground_share: float, seed: int,
+                   class_shares: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The images that steer training (best epoch, learning-rate schedule, early stop), drawn once: uint8
+    (N, H, W, 3) images and (N, H, W, C) masks. `windows` size x size crops, centred like training patches
+    (foreground share or class shares, without augmentation) and seeded, cycling through the images; with
+    `windows` None, every whole image zero-padded to a common size that divides by 32."""
+    if windows is not None:
+        maker = ExampleMaker(arrays, size, True, foreground_share, None, seed, class_shares)
+        crops = [maker(draw % len(arrays), draw) for draw in range(windows)]
+        return np.stack([c[0] for c in crops]), np.stack([c[1] for c in crops])
     height = max(i.shape[0] for i in arrays.images)
     width = max(i.shape[1] for i in arrays.images)
     height, width = height + -height % PAD_MULTIPLE, width + -width % PAD_MULTIPLE
-    order = list(range(len(arrays))) + list(range(-len(arrays) % replicas))
-    images = np.stack([_pad_to(arrays.images[i], height, width) for i in order])
-    masks = np.stack([_pad_to(arrays.masks[i], height, width) for i in order])
-    return tf.data.Dataset.from_tensor_slices((images, masks)).batch(batch_size).map(_to_float).prefetch(
-        tf.data.AUTOTUNE)
+    return (np.stack([_pad_to(image, height, width) for image in arrays.images]),
+            np.stack([_pad_to(masks, height, width) for masks in arrays.masks]))
 
 
 def _to_float(image, mask):

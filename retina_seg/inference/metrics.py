@@ -158,8 +158,20 @@ class PooledCurve:
         recall = tp / tp[-1]
         return float(np.sum(np.diff(recall, prepend=0.0) * tp / (tp + fp)))
 
+    def roc_auc(self) -> float:
+        """Area under the ROC curve of these counts (ties within a level joined linearly, as scikit-learn does);
+        NaN without positives or without negatives."""
+        tp = np.concatenate([[0], np.cumsum(self.positives[::-1])])
+        fp = np.concatenate([[0], np.cumsum(self.negatives[::-1])])
+        if tp[-1] == 0 or fp[-1] == 0:
+            return float("nan")
+        return float(np.trapezoid(tp / tp[-1], fp / fp[-1]))
+
     def f1(self) -> float:
         return 2 * self.tp / (2 * self.tp + self.fp + self.fn) if self.tp + self.fn else float("nan")
+
+    def iou(self) -> float:
+        return self.tp / (self.tp + self.fp + self.fn) if self.tp + self.fn else float("nan")
 
 
 def pooled_metrics(probs: list, arrays: Arrays, channels: list[str], thresholds: dict[str, float]) -> dict:
@@ -183,3 +195,9 @@ def pooled_metrics(probs: list, arrays: Arrays, channels: list[str], thresholds:
     if lesions:
         summary["test_maupr"] = float(np.mean([summary[key] for key in lesions]))
     return summary
+
+
+def scored_channels(channels: list[str]) -> list[str]:
+    """The channels a mean AUPR averages: the challenge lesions among them (IDRiD scores MA, HE, EX, SE, not
+    the optic disc), else every channel."""
+    return [c for c in channels if c in CHALLENGE_LESIONS] or list(channels)

@@ -171,7 +171,8 @@ def run_params(config: Config, resolved: Mapping) -> Dict[str, str]:
     if config.trainer.strategy is not Strategy.mirrored:
         drop.add("trainer.devices")
     drop.add("inference.memory_budget_mb" if config.inference.mode is InferenceMode.tiles else "inference.stride")
-    return {key: value for key, value in flatten(resolved).items() if key not in drop}
+    params = {key: value for key, value in flatten(resolved).items() if key not in drop}
+    return {**params, "trainer.monitor": config.trainer.monitor}  # the one in force (null: the task's score)
 
 
 def log_dataset(name: str, root: str, names_by_split: Mapping[str, list]) -> None:

@@ -14,7 +14,8 @@ import tensorflow as tf
 
 log = logging.getLogger(__name__)
 
-CHANCE_AUC = 0.55  # a validation AUC at or below this is no better than guessing
+CHANCE_AUC = 0.55  # a validation ROC AUC at or below this is no better than guessing
+EXPLODED = 10.0  # an epoch's training loss this many times its lowest so far: the optimisation blew up
 
 
 class EpochLog(tf.keras.callbacks.Callback):
@@ -30,12 +31,16 @@ class EpochLog(tf.keras.callbacks.Callback):
 
 
 class DivergenceGuard(tf.keras.callbacks.Callback):
-    """Stops training at the first non-finite batch loss, or when validation AUC has been at chance
-    (<= CHANCE_AUC) for `patience` epochs in a row; `reason` then says which, for the run's record."""
+    """Stops a training that diverges or does not learn; `reason` then says which, with what to try:
+    a non-finite batch loss, or an epoch's training loss above EXPLODED times the lowest epoch loss so far,
+    stop it at once; validation ROC AUC (`val_auroc`: per channel over all pooled validation pixels, then the
+    mean) at chance (<= CHANCE_AUC) for `patience` epochs in a row means it is not learning. ROC AUC is 0.5
+    for a model that has learnt nothing whatever the task, the number of channels or how rare a class is;
+    a slow start, with every probability still near 0, already ranks lesion pixels above the rest."""
 
     def __init__(self, patience: int | None):
         super().__init__()
-        self.patience, self.at_chance, self.reason = patience, 0, None
+        self.patience, self.at_chance, self.reason, self.lowest = patience, 0, None, math.inf
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
@@ -43,16 +48,27 @@ class DivergenceGuard(tf.keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(loss) and self.reason is None:
-            self.reason = f"loss became {'NaN' if math.isnan(loss) else 'infinite'} at epoch {self.epoch + 1}"
-            self.model.stop_training = True
+            self.stop(f"loss became {'NaN' if math.isnan(loss) else 'infinite'} at epoch {self.epoch + 1}; "
+                      "lower trainer.lr")
 
     def on_epoch_end(self, epoch, logs=None):
-        auc = (logs or {}).get("val_auc")
-        self.at_chance = self.at_chance + 1 if auc is not None and auc <= CHANCE_AUC else 0
+        logs = logs or {}
+        loss, auroc = logs.get("loss"), logs.get("val_auroc")
+        if loss is not None and math.isfinite(loss):
+            if loss > EXPLODED * self.lowest and self.reason is None:
+                self.stop(f"training loss exploded at epoch {epoch + 1}: {loss:.4g}, over {EXPLODED:g}x its lowest "
+                          f"epoch value {self.lowest:.4g}; lower trainer.lr")
+            self.lowest = min(self.lowest, loss)
+        self.at_chance = self.at_chance + 1 if auroc is not None and auroc <= CHANCE_AUC else 0
         if self.patience and self.at_chance >= self.patience and self.reason is None:
-            self.reason = (f"validation AUC {auc:.3f} at chance (<= {CHANCE_AUC}) for {self.at_chance} epoch(s), "
-                           f"up to epoch {epoch + 1}")
-            self.model.stop_training = True
+            self.stop(f"validation ROC AUC {auroc:.3f} (val_auroc: per channel over all validation pixels, then the "
+                      f"mean) at chance (<= {CHANCE_AUC}) for {self.at_chance} epoch(s), up to epoch {epoch + 1}: "
+                      "the model is not learning; check that the masks match their images (data.root, "
+                      "data.lesion_types), then try a lower trainer.lr")
+
+    def stop(self, reason: str) -> None:
+        self.reason = reason
+        self.model.stop_training = True
 
 
 class TimeLimit(tf.keras.callbacks.Callback):

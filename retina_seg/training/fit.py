@@ -14,6 +14,7 @@ from retina_seg.config import LossConfig, Strategy, TrainerConfig
 from retina_seg.model.losses import build_loss, build_metrics
 from retina_seg.model.precision import Resolved, loss_scaled
 from retina_seg.training.callbacks import DivergenceGuard, EpochLog, TimeLimit
+from retina_seg.training.validation import Validation
 
 OPTIMIZERS = {
     "adam": tf.keras.optimizers.Adam,
@@ -24,8 +25,8 @@ OPTIMIZERS = {
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite, or validation AUC stayed at chance; the run fails rather than
-    logging a broken model as FINISHED."""
+    """The loss became NaN, infinite or exploded, or validation ROC AUC stayed at chance; the run fails rather
+    than logging a broken model as FINISHED."""
 
 
 @dataclass
@@ -53,16 +54,14 @@ def compile_model(model: tf.keras.Model, trainer: TrainerConfig, loss: LossConfi
     optimizer = OPTIMIZERS[trainer.optimizer.value](learning_rate=trainer.lr)
     if precision is not None:
         optimizer = loss_scaled(optimizer, precision)
-    # pixel AUC over evenly spaced thresholds: a histogram per batch, cheap; it tells chance from learning
-    auc = tf.keras.metrics.AUC(num_thresholds=50, name="auc")
-    model.compile(optimizer=optimizer, loss=build_loss(loss), metrics=[*build_metrics(), auc],
-                  run_eagerly=trainer.run_eagerly)
+    model.compile(optimizer=optimizer, loss=build_loss(loss), metrics=build_metrics(), run_eagerly=trainer.run_eagerly)
 
 
-def fit(model: tf.keras.Model, train: tf.data.Dataset, val: tf.data.Dataset, steps_per_epoch: int,
+def fit(model: tf.keras.Model, train: tf.data.Dataset, validation: Validation, steps_per_epoch: int,
         trainer: TrainerConfig, outputs: FitOutputs, extra_callbacks: List[tf.keras.callbacks.Callback],
         done: pd.DataFrame | None = None, verbose: bool = False) -> pd.DataFrame:
-    """Train, then restore the best epoch's weights; returns the history (one row per epoch).
+    """Train, scoring every epoch with `validation`, then restore the best epoch's weights; returns the history
+    (one row per epoch).
     Resuming, `done` is the history of the epochs already trained (the model holds the best of their
     weights, `outputs` hold their files): epochs continue after them and the history is appended to.
     The terminal gets EpochLog's one line per epoch; `verbose` adds Keras' own progress output."""
@@ -70,6 +69,7 @@ def fit(model: tf.keras.Model, train: tf.data.Dataset, val: tf.data.Dataset, ste
     guard = DivergenceGuard(trainer.divergence_patience)
     best = None if done is None or done.empty else float(done[trainer.monitor].agg(mode))
     callbacks = [
+        validation,  # first: the callbacks after it read the validation scores it adds to the epoch's logs
         tf.keras.callbacks.ModelCheckpoint(str(outputs.weights), monitor=trainer.monitor, mode=mode,
                                            save_best_only=True, save_weights_only=True, initial_value_threshold=best),
         tf.keras.callbacks.EarlyStopping(monitor=trainer.monitor, mode=mode,
@@ -82,11 +82,11 @@ def fit(model: tf.keras.Model, train: tf.data.Dataset, val: tf.data.Dataset, ste
         *([TimeLimit(trainer.time_limit_minutes)] if trainer.time_limit_minutes else []),
         *extra_callbacks,
     ]
-    model.fit(train, validation_data=val, epochs=trainer.epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks,
+    model.fit(train, epochs=trainer.epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks,
               initial_epoch=0 if done is None else len(done),
               verbose=(1 if sys.stdout.isatty() else 2) if verbose else 0)
     if guard.reason:
-        raise TrainingDiverged(f"{guard.reason}; lower trainer.lr or check that masks match their images")
+        raise TrainingDiverged(guard.reason)
     if not outputs.weights.exists():
         raise TrainingDiverged(f"no epoch gave a finite {trainer.monitor}; lower trainer.lr")
     model.load_weights(str(outputs.weights))

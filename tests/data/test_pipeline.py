@@ -8,7 +8,7 @@ import pytest
 from retina_seg.config import ConfigError, validate
 from retina_seg.data.augment import build_augmentation
 from retina_seg.data.loading import Arrays
-from retina_seg.data.pipeline import evaluation_dataset, training_dataset
+from retina_seg.data.pipeline import training_dataset, validation_set
 from retina_seg.data.synthetic import generate_fundus
 from tests.conftest import compose_config
 
@@ -74,18 +74,25 @@ def test_patches_centred_on_foreground_when_asked():
     assert patches(0.0)[:, 16, 16].mean() < 0.5
 
 
-def test_evaluation_pads_native_images_to_one_size_dividing_by_32():
+def test_whole_image_validation_pads_native_images_to_one_size_dividing_by_32():
     arrays = fundus_arrays(count=1, size=96)
     other = fundus_arrays(count=1, size=112)
     mixed = Arrays(arrays.images + other.images, arrays.masks + other.masks, arrays.fov + other.fov, ["a", "b"])
-    shapes = [images.shape for images, _ in first_batches(evaluation_dataset(mixed, 4), 2)]
-    assert shapes == [(2, 128, 128, 3)]
+    images, masks = validation_set(mixed, 32, None, 0.5, 0)
+    assert images.shape == (2, 128, 128, 3) and masks.shape == (2, 128, 128, 1)
+    np.testing.assert_array_equal(images[1, :112, :112], other.images[0])
+    assert not images[0, 96:].any() and not masks[0, :, 96:].any()  # zero padding
 
 
-def test_evaluation_batches_never_leave_a_replica_empty():
-    arrays = fundus_arrays(count=3, size=64)
-    sizes = [images.shape[0] for images, _ in first_batches(evaluation_dataset(arrays, 2, replicas=2), 5)]
-    assert sizes == [2, 2]
+def test_validation_windows_are_drawn_once_by_seed_and_centred_like_training_patches():
+    arrays = fundus_arrays(count=3, size=96)
+    images, masks = validation_set(arrays, 32, 12, 1.0, 7)
+    again, _ = validation_set(arrays, 32, 12, 1.0, 7)
+    other, _ = validation_set(arrays, 32, 12, 1.0, 8)
+    assert images.shape == (12, 32, 32, 3) and masks.shape == (12, 32, 32, 1)
+    np.testing.assert_array_equal(images, again)
+    assert not np.array_equal(images, other)
+    assert masks.reshape(12, -1).max(axis=1).all()  # foreground_share 1: every window holds vessel pixels
 
 
 @pytest.mark.parametrize(("transform", "reason"), [
