@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence
 from urllib.parse import urlsplit
 
 from hydra.core.config_store import ConfigStore
@@ -79,6 +79,11 @@ class InferenceMode(Enum):
 class Mode(Enum):
     min = "min"
     max = "max"
+
+
+class Rescale(Enum):
+    fov = "fov"  # scale each photograph so its FOV is as wide as the training images' (median), then back
+    none = "none"  # predict at the photograph's own resolution (capped at data.max_side)
 
 
 def _require(ok: bool, key: str, expected: str, value: Any) -> None:
@@ -250,6 +255,9 @@ class InferenceConfig:
     jit_compile: bool = False  # XLA-compile the forward pass
     fov_mask: bool = True  # zero predictions outside the field of view derived from the image's red channel
     precision: str = "auto"  # as trainer.precision, for evaluate, predict and the served model
+    # fov: a photograph whose field of view is more than 10% wider or narrower than the training images' is
+    # predicted at the training scale and its probabilities scaled back (another camera's photographs)
+    rescale: Rescale = Rescale.fov
 
     def __post_init__(self) -> None:
         _require(self.precision in PRECISIONS, "inference.precision", f"one of {', '.join(PRECISIONS)}",
@@ -345,11 +353,6 @@ class Config:
             values = getattr(self.loss, key)
             _require(not values or len(values) == len(channels), f"loss.{key}",
                      f"empty or one weight per channel {channels}", values)
-
-
-class Rescale(Enum):
-    fov = "fov"  # scale each target image so its FOV width matches the training set's median FOV width
-    none = "none"  # evaluate target images at their native resolution
 
 
 @dataclass
@@ -509,6 +512,27 @@ def validate(cfg: DictConfig) -> Config:
         if isinstance(cause, ConfigError):
             raise cause from None
         raise ConfigError(str(exc).splitlines()[0]) from exc
+
+
+def inference_in_force(trained: InferenceConfig, overrides: Sequence[str]) -> tuple[InferenceConfig, List[str]]:
+    """A run's own inference settings (what its recipe measured) with the `inference.<key>=<value>` overrides
+    of this command line on top, and the keys those overrides set."""
+    dotlist = [o.lstrip("+") for o in overrides if o.lstrip("+").startswith("inference.")]
+    given = [o.split("=", 1)[0].removeprefix("inference.") for o in dotlist]
+    merged = OmegaConf.merge(OmegaConf.structured(trained),
+                             OmegaConf.from_dotlist([o.removeprefix("inference.") for o in dotlist]))
+    try:
+        return OmegaConf.to_object(merged), given
+    except OmegaConfBaseException as exc:
+        cause = exc.__cause__ or exc.__context__
+        raise (cause if isinstance(cause, ConfigError) else ConfigError(str(exc).splitlines()[0])) from None
+
+
+def describe_inference(settings: InferenceConfig, given: Sequence[str]) -> str:
+    """One line for the terminal: every inference setting in force, marked where the command line set it."""
+    shown = [f"{key}={_shown(getattr(settings, key))}{' (command line)' if key in given else ''}"
+             for key in ("mode", "flip_tta", "precision", "rescale", "fov_mask", "stride", "batch_size")]
+    return "inference settings (the run's own unless marked): " + ", ".join(shown)
 
 
 def compose_tree(name: str = "config", overrides: List[str] | None = None) -> DictConfig:

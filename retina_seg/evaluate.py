@@ -130,7 +130,7 @@ def target_data(name: str, roots: dict) -> DataConfig:
 
 def training_fov_width(logged: LoggedModel, run_id: str, uri: str) -> float:
     """The training set's median FOV width: logged with the run, else measured on its training images."""
-    logged_width = MlflowClient(uri).get_run(run_id).data.metrics.get("fov_width_px")
+    logged_width = logged.fov_width or MlflowClient(uri).get_run(run_id).data.metrics.get(artifacts.FOV_WIDTH)
     if logged_width:
         return logged_width
     trained = logged.config

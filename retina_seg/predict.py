@@ -14,10 +14,12 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import hydra
 import numpy as np
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from tqdm import tqdm
 
@@ -50,13 +52,14 @@ def _write(path: Path, pixels: np.ndarray) -> None:
         raise OSError(f"could not write {path}")
 
 
-def predict_folder(config: PredictConfig) -> tuple[list[Path], list[str]]:
-    """Predict every input; returns (images written, 'file: reason' for each skipped input)."""
+def predict_folder(config: PredictConfig, overrides: Sequence[str] = ()) -> tuple[list[Path], list[str]]:
+    """Predict every input with the run's own inference settings under the command line's `inference.*`
+    `overrides`; returns (images written, 'file: reason' for each skipped input)."""
     inputs = list_inputs(Path(config.input))
     if config.run_id:
         check_tracking(config.tracking)
     segmenter = load_segmenter(config.run_id or config.model, config.tracking.uri, trust=config.trust_model,
-                               inference=config.inference, fallback=config)
+                               overrides=overrides, fallback=config)
     channels = segmenter.channels
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -67,7 +70,10 @@ def predict_folder(config: PredictConfig) -> tuple[list[Path], list[str]]:
         except DataError as exc:
             skipped.append(str(exc))
             continue
-        prob = segmenter.probabilities(image)
+        prob, scale = segmenter.predict(image)
+        if scale != 1:
+            log.info("%s: field of view %s the training images': seen at %.3fx its size", path.name,
+                     "wider than" if scale < 1 else "narrower than", scale)
         masks = segmenter.masks(prob)
         stem = path.name.split(".")[0]
         for c, name in enumerate(channels):
@@ -82,7 +88,7 @@ def predict_folder(config: PredictConfig) -> tuple[list[Path], list[str]]:
 @hydra.main(config_path="conf", config_name="predict", version_base="1.3")
 @user_errors
 def main(cfg: DictConfig) -> int:
-    done, skipped = predict_folder(validate(cfg))
+    done, skipped = predict_folder(validate(cfg), HydraConfig.get().overrides.task)
     for reason in skipped:
         print(f"skipped: {reason}", file=sys.stderr)
     log.info("wrote predictions for %d image(s) to %s; skipped %d", len(done), cfg.output, len(skipped))

@@ -156,7 +156,6 @@ def train_run(cfg: DictConfig, config: Config, splits: dict, split: dict, observ
                                "trainer.replicas": strategy.num_replicas_in_sync,
                                "trainer.precision_used": precision.name, "trainer.precision_reason": precision.reason})
             log_dataset(config.data.name, config.data.root, {split: arrays.names for split, arrays in splits.items()})
-        outbox.log_metrics({"fov_width_px": median_fov_width(splits["train"])})  # the scale cross-dataset tests match
         outbox.log_artifacts(staging)  # architecture and config first: with a checkpoint they make a resumable run
         batch = config.trainer.batch_size
         steps = config.trainer.steps_per_epoch or math.ceil(len(splits["train"]) / batch)
@@ -180,8 +179,10 @@ def train_run(cfg: DictConfig, config: Config, splits: dict, split: dict, observ
         predictor = Predictor(model, config.image_size, config.data.sampling, config.inference,
                               max_side=config.data.max_side)
         mlflow.log_params({"inference.precision_used": predictor.precision.name})
+        # the scale photographs from other cameras are matched to (inference.rescale=fov), kept with the model
+        scale = {artifacts.FOV_WIDTH: median_fov_width(splits["train"])}
         summary = evaluate_model(predictor, splits, channels, staging, second=observers,
-                                 lesions=config.data.task is Task.lesions)
+                                 lesions=config.data.task is Task.lesions, extra=scale)
         log_summary(summary, outbox.log_metrics)
         write_report(staging, f"{name} ({run.info.run_id})", run_sections(staging, cfg))
         outbox.log_artifacts(staging)
@@ -213,10 +214,10 @@ def run_folds(cfg: DictConfig, config: Config, samples: list, observers: dict, w
               "splits": [split_record(fold) for fold in folds]}
     (staging / artifacts.CV_SPLIT).write_text(json.dumps(record, indent=1))
     channels = config.data.channels
+    scale = {artifacts.FOV_WIDTH: median_fov_width(decoded["train"])}  # as each fold run keeps its own
     with tracked_run(config.tracking, staging, {**tags, **sweep_tags, "cv_folds": str(plan.folds)},
                      run_name=f"{name}-cv{plan.folds}") as run:
         mlflow.log_params(run_params(config, OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
-        mlflow.log_metric("fov_width_px", median_fov_width(decoded["train"]))
         results = [train_run(cfg, config, fold_splits[k], record["splits"][k], observers, workdir / f"fold{k}",
                              {**tags, "cv_fold": str(k)}, f"{name}-fold{k}", example, nested=True)
                    for k in range(plan.folds)]
@@ -228,10 +229,11 @@ def run_folds(cfg: DictConfig, config: Config, samples: list, observers: dict, w
         if plan.official_test:  # every fold saw the same official test images: evaluate the ensemble on them
             ensemble = EnsemblePredictor([Predictor(r.model, config.image_size, config.data.sampling, config.inference)
                                           for r in results])
-            summary = evaluate_model(ensemble, fold_splits[0], channels, staging, thresholds, observers)
+            summary = evaluate_model(ensemble, fold_splits[0], channels, staging, thresholds, observers,
+                                     extra=scale)
         else:
             summary = out_of_fold([artifacts.staging(workdir / f"fold{k}") for k in range(plan.folds)], channels,
-                                  thresholds, staging)
+                                  thresholds, staging, scale)
         log_summary(summary)
         mlflow.log_metrics({k: v for k, v in fold_statistics(table).items() if math.isfinite(v)})
         objective = float(table["objective"].mean())

@@ -64,10 +64,12 @@ def write_fold_table(table: pd.DataFrame, staging: Path, title: str) -> None:
     (staging / artifacts.FOLD_TABLE_MD).write_text(f"# {title}\n\n{shown.to_markdown(index=False)}\n")
 
 
-def out_of_fold(fold_dirs: List[Path], channels: List[str], thresholds: Dict[str, float], staging: Path) -> dict:
-    """Pool the folds' per-image tables (each image tested once) into the parent's table and summary."""
+def out_of_fold(fold_dirs: List[Path], channels: List[str], thresholds: Dict[str, float], staging: Path,
+                extra: dict | None = None) -> dict:
+    """Pool the folds' per-image tables (each image tested once) into the parent's table and summary (with
+    `extra`, as `evaluate_model` keeps it)."""
     tables = [pd.read_csv(d / artifacts.PER_IMAGE, dtype={"image": str}) for d in fold_dirs]
     pooled = pd.concat(tables, ignore_index=True)
-    summary = summarize(pooled, channels, thresholds)
+    summary = {**summarize(pooled, channels, thresholds), **(extra or {})}
     write_metrics(staging, pooled, summary)
     return summary

@@ -34,12 +34,14 @@ def predict_split(predictor: Predictor, arrays: Arrays, label: str) -> list:
 
 
 def evaluate_model(predictor: Predictor, splits: dict, channels: list[str], staging: Path,
-                   thresholds: dict | None = None, second: dict | None = None, lesions: bool = False) -> dict:
+                   thresholds: dict | None = None, second: dict | None = None, lesions: bool = False,
+                   extra: dict | None = None) -> dict:
     """Choose thresholds on validation (unless given), evaluate test, write metrics/ and the figures
     into `staging`; returns the summary (MLflow metric names). `second`: image name -> the second human
     observer's mask file, scored against the same truth as a reference (`metrics/second_observer.csv`).
     `lesions`: also the IDRiD challenge's pooled AUPR per lesion type and one overlay figure per test
-    image in lesions/."""
+    image in lesions/. `extra`: figures kept beside the test metrics in the summary (a training run's FOV width,
+    the scale its model predicts at)."""
     if thresholds is None:
         thresholds = choose_thresholds(predict_split(predictor, splits["val"], "validation"), splits["val"], channels)
     test = splits["test"]
@@ -49,6 +51,7 @@ def evaluate_model(predictor: Predictor, splits: dict, channels: list[str], stag
     summary["inference_ms_per_image"] = 1000 * (time.perf_counter() - started) / len(test)
     if lesions:
         summary.update(pooled_metrics(probs, test, channels, thresholds))
+    summary.update(extra or {})
     write_metrics(staging, per_image, summary)
     observer = observer_metrics(test, _read_observer(test, second or {}))
     if len(observer):

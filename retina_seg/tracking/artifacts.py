@@ -49,6 +49,7 @@ FOLD_TABLE, FOLD_TABLE_MD = "folds.csv", "folds.md"  # a cross-validation parent
 CROSS_DATASET = "cross_dataset"  # .csv (long form), .md (matrices), .png (F1 heatmap)
 COMPARISON = "comparison"  # a comparison run's .csv and .md
 COMPARISON_FIGURES = ("comparison_bar.png", "validation_curves.png")
+FOV_WIDTH = "fov_width_px"  # a key of SUMMARY and a run metric: the training images' median FOV width (pixels)
 MODEL = "model"  # the logged MLflow pyfunc model, the whole inference path (serve/pyfunc.py)
 FOLDS = "folds"  # inside a served fold ensemble: folds/fold<k>/ with one model each
 

@@ -12,7 +12,7 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import segmentation_models  # noqa: F401  (registers custom layers such as FixedDropout for model_from_json)
 import tensorflow as tf
@@ -21,7 +21,16 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from tf_keras.src.saving.serialization_lib import SafeModeScope
 
-from retina_seg.config import CONF_DIR, Config, InferenceConfig, validate
+from retina_seg.config import (
+    CONF_DIR,
+    Config,
+    InferenceConfig,
+    Rescale,
+    Sampling,
+    describe_inference,
+    inference_in_force,
+    validate,
+)
 from retina_seg.errors import UserError
 from retina_seg.inference.ensemble import EnsemblePredictor
 from retina_seg.inference.predictor import Predictor
@@ -58,6 +67,7 @@ class LoggedModel:
     models: list  # tf.keras.Model: one, or one per fold of a cross-validation parent run (an ensemble)
     config: Config  # the training run's resolved config: preprocessing, image_size, sampling...
     thresholds: dict  # per channel, chosen on validation when the model was evaluated (0.5 if unknown)
+    fov_width: float | None  # the training images' median FOV width (None for runs logged before it was kept)
     experiment_id: str | None
 
     @property
@@ -112,7 +122,8 @@ def _load_folds(client: MlflowClient, parent, trust: bool) -> LoggedModel:
         return LoggedModel(models, *_config_and_thresholds(folder, None), parent.info.experiment_id)
 
 
-def _config_and_thresholds(folder: Path, fallback: Config | None) -> tuple[Config, dict]:
+def _config_and_thresholds(folder: Path, fallback: Config | None) -> tuple[Config, dict, float | None]:
+    """The run's config, its validation thresholds and its training FOV width, from its files."""
     if (folder / artifacts.CONFIG).is_file():
         config = validate(OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(folder / artifacts.CONFIG)))
     elif fallback is not None:
@@ -125,20 +136,26 @@ def _config_and_thresholds(folder: Path, fallback: Config | None) -> tuple[Confi
     known = json.loads(summary.read_text()) if summary.is_file() else {}
     channels = config.data.channels
     thresholds = {c: known.get("threshold" if len(channels) == 1 else f"threshold_{c}", 0.5) for c in channels}
-    return config, thresholds
+    return config, thresholds, known.get(artifacts.FOV_WIDTH)
 
 
 def load_segmenter(source: str | Path, tracking_uri: str | None = None, trust: bool = False,
-                   inference: InferenceConfig | None = None, fallback: Config | None = None) -> Segmenter:
+                   overrides: Sequence[str] = (), fallback: Config | None = None) -> Segmenter:
     """The whole inference path of a run (its id, a cross-validation parent's id for the ensemble of its folds,
     or a folder of its files: `<BACKBONE>_Retinal.json/.h5`, `config.yaml`, `metrics/summary.json`): the one
-    place `predict` and the served model build it.
-    `inference` overrides the run's own sliding-window/TTA/FOV settings."""
+    place `predict` and the served model build it, with the run's own inference settings (what its recipe
+    measured) under any `inference.<key>=<value>` of `overrides` (a command line); the settings in force are
+    logged."""
     logged = load_logged_model(str(source), tracking_uri, trust=trust, fallback=fallback)
     trained = logged.config
-    settings = inference or trained.inference
+    settings, given = inference_in_force(trained.inference, overrides)
+    log.info(describe_inference(settings, given))
+    if settings.rescale is Rescale.fov and logged.fov_width is None and trained.data.sampling is Sampling.patches:
+        log.warning("%s records no training FOV width (logged before it was kept): photographs are predicted at "
+                    "their own scale", source)
+    rescaling = settings.rescale is Rescale.fov and trained.data.sampling is Sampling.patches
     return Segmenter(logged.predictor(settings), trained.preprocess, trained.data.channels, logged.thresholds,
-                     settings.fov_mask)
+                     settings.fov_mask, logged.fov_width if rescaling else None)
 
 
 def refuse_code(architecture: dict, path: Path) -> None:
