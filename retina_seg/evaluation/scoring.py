@@ -22,7 +22,7 @@ from retina_seg.inference.metrics import FIXED_THRESHOLD, choose_thresholds, eva
 from retina_seg.inference.predictor import Predictor
 from retina_seg.reporting.figures import plot_examples
 from retina_seg.reporting.lesion_figures import plot_lesions
-from retina_seg.reporting.result_figures import plot_best_worst, plot_roc_pr
+from retina_seg.reporting.result_figures import plot_best_worst, plot_lesion_pr, plot_roc_pr
 from retina_seg.tracking import artifacts
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ def evaluate_model(predictor: Predictor, splits: dict, channels: list[str], stag
         for image, truth, prob, name in zip(test.images, test.masks, probs, test.names, strict=True):
             plot_lesions(image, truth, prob, channels, thresholds, name, staging / artifacts.LESIONS / f"{name}.png")
         pooled = {c: round(summary[f"test_aupr_{c.lower()}"], 4) for c in channels}
+        plot_lesion_pr(probs, test, channels, pooled, staging / artifacts.LESION_PR)
         log.info("test AUPR pooled over images (IDRiD protocol) %s, mAUPR %.4f", pooled,
                  summary.get("test_maupr", math.nan))
     log.info("test F1 %.4f (threshold %s chosen on validation; at 0.5: %.4f), AUC %.4f, all-foreground F1 %.4f",

@@ -93,9 +93,26 @@ def run_sections(staging: Path, cfg: DictConfig) -> List[Section]:
                          ("Worst and best test images by F1", artifacts.BEST_WORST)):
         if (staging / image).is_file():
             sections.append(Section(title, image=image))
+    if (staging / artifacts.LESION_PR).is_file():
+        sections += lesion_sections(staging)
     per_image = pd.read_csv(staging / artifacts.PER_IMAGE, dtype={"image": str})
     columns = ["image", "channel", *[m for m in METRICS if m in per_image]]
     sections.append(Section("Per-image test metrics", table=per_image[columns].round(4)))
+    return sections
+
+
+def lesion_sections(staging: Path) -> List[Section]:
+    """A lesion run's figures for a grader: precision-recall per lesion with the challenge's pooled AUPR, and the
+    overlays (ground truth | prediction) of the best and worst test images by their mean AUPR over lesions."""
+    per_image = pd.read_csv(staging / artifacts.PER_IMAGE, dtype={"image": str})
+    ranked = per_image.groupby("image")["aupr"].mean().dropna().sort_values()  # lesions an image lacks: no AUPR
+    sections = [Section("Precision-recall per lesion", "Pooled over the test images that have each lesion "
+                        "(the IDRiD challenge's protocol).", image=artifacts.LESION_PR)]
+    for label, name in (("Best", ranked.index[-1]), ("Worst", ranked.index[0])) if len(ranked) else ():
+        overlay = f"{artifacts.LESIONS}/{name}.png"
+        if (staging / overlay).is_file():
+            sections.append(Section(f"{label} test image by mean AUPR over lesions: {name} "
+                                    f"({ranked[name]:.3f})", image=overlay))
     return sections
 
 

@@ -43,6 +43,7 @@ TEST_EXAMPLES = "test_examples.png"  # image | prediction | error map of the fir
 EXAMPLES = "examples"  # full-resolution error maps, <image>_errors.png
 ROC_PR = "figures/roc_pr.png"  # pooled ROC and precision-recall curves
 BEST_WORST = "figures/best_worst.png"  # error maps of the best and worst test images
+LESION_PR = "figures/lesion_pr.png"  # lesion runs: precision-recall per lesion, pooled AUPR in the legend
 LESIONS = "lesions"  # lesion overlays, one <image>.png per test image
 REPORT_MD, REPORT_HTML = "report.md", "report.html"
 FOLD_TABLE, FOLD_TABLE_MD = "folds.csv", "folds.md"  # a cross-validation parent's per-fold metrics

@@ -13,6 +13,9 @@ from retina_seg.data.loading import Arrays
 from retina_seg.evaluation.scoring import evaluate_model
 from retina_seg.inference.predictor import Predictor
 from retina_seg.reporting.lesion_figures import LESION_COLOURS, densest_crop, paint, plot_lesions
+from retina_seg.reporting.report import run_sections, write_report
+from retina_seg.tracking import artifacts
+from tests.conftest import TINY, compose_config
 from tests.inference.test_predictor import pointwise_model
 
 CHANNELS = ["MA", "EX"]
@@ -64,3 +67,24 @@ def test_lesion_evaluation_writes_pooled_metrics_csv_and_figures(tmp_path):
     table = pd.read_csv(tmp_path / "metrics" / "per_image.csv")
     assert len(table) == 6 and {"image", "channel", "aupr", "f1"} <= set(table.columns)
     assert sorted(p.name for p in (tmp_path / "lesions").iterdir()) == ["a.png", "b.png", "c.png"]
+
+
+def test_a_lesion_report_shows_pr_curves_with_pooled_aupr_and_the_best_and_worst_images(tmp_path):
+    rng = np.random.default_rng(4)
+    images = [rng.integers(0, 255, (96, 128, 3), dtype=np.uint8) for _ in range(4)]
+    masks = [(rng.random((96, 128, 2)) < share).astype(np.uint8) for share in (0.01, 0.02, 0.05, 0.1)]
+    arrays = Arrays(images=images, masks=masks, fov=[np.ones((96, 128), bool)] * 4, names=["a", "b", "c", "d"])
+    predictor = Predictor(pointwise_model(), 64, Sampling.patches, InferenceConfig())
+    summary = evaluate_model(predictor, {"val": arrays, "test": arrays}, CHANNELS, tmp_path, lesions=True)
+    svg = (tmp_path / artifacts.LESION_PR).with_suffix(".svg").read_text()
+    for channel in CHANNELS:  # each lesion's legend entry carries the challenge's pooled AUPR of that lesion
+        assert f"{channel}  AUPR {summary[f'test_aupr_{channel.lower()}']:.3f} (4 images)" in svg
+    per_image = pd.read_csv(tmp_path / artifacts.PER_IMAGE).groupby("image")["aupr"].mean()
+    write_report(tmp_path, "lesions", run_sections(tmp_path, compose_config(TINY)))
+    report = (tmp_path / artifacts.REPORT_MD).read_text()
+    assert "## Precision-recall per lesion" in report and f"]({artifacts.LESION_PR})" in report
+    best, worst = per_image.idxmax(), per_image.idxmin()
+    assert best != worst
+    assert f"## Best test image by mean AUPR over lesions: {best} ({per_image[best]:.3f})" in report
+    assert f"## Worst test image by mean AUPR over lesions: {worst} ({per_image[worst]:.3f})" in report
+    assert f"](lesions/{best}.png)" in report and f"](lesions/{worst}.png)" in report
