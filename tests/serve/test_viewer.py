@@ -13,6 +13,7 @@ import urllib.request
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 
 from retina_seg.config import validate
@@ -49,13 +50,20 @@ def server(lesion_model):
 
 
 @pytest.fixture(scope="module")
-def browser(server):
+def downloads(lesion_model):
+    folder = lesion_model[0] / "downloads"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture(scope="module")
+def browser(server, downloads):
     reason = missing_browser()
     if reason:
         if os.environ.get("CI"):
             pytest.fail(f"CI installs the browser (make test): {reason}")
         pytest.skip(reason)
-    with chromium() as driver:
+    with chromium(downloads=downloads) as driver:
         open_viewer(driver, server)
         yield driver
 
@@ -177,6 +185,43 @@ def test_overlay_paints_the_servers_masks_and_rethresholds_from_the_probabilitie
     browser.find_element("id", f"show-{name}").send_keys(Keys.SPACE)
     settle(browser)
     np.testing.assert_array_equal(canvas(browser, "overlay"), composite(moved, [n for n in LESIONS if n != name]))
+
+
+def test_masks_and_figures_download_as_the_server_answered_them(lesion_model, browser, answer, downloads):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    row, masks, _ = answer
+    assert open_photograph(browser, lesion_model[0] / "photo.png") == "ready"
+    browser.find_element("id", "download-masks").click()
+    browser.find_element("id", "download-csv").click()
+    names = [f"photo_mask_{c}.png" for c in LESIONS] + ["photo_figures.csv"]
+    WebDriverWait(browser, 30, poll_frequency=0.2).until(lambda _: all((downloads / n).is_file() for n in names))
+    for c, name in enumerate(LESIONS):  # one-channel 0/255 PNGs, as the API's and predict's masks
+        np.testing.assert_array_equal(cv2.imread(str(downloads / f"photo_mask_{name}.png"), cv2.IMREAD_UNCHANGED),
+                                      masks[..., c].astype(np.uint8) * 255, err_msg=name)
+    table = pd.read_csv(downloads / "photo_figures.csv").set_index("class")
+    assert list(table.index) == LESIONS and set(table["image"]) == {"photo.png"}
+    assert (table["threshold"] == table["validation_threshold"]).all()
+    assert (table["fov_area_px"] == row["fov_area"]).all()
+    for name, record in table.iterrows():
+        assert (record["area_px"], record["regions"]) == (row[f"area_{name}"], row[f"regions_{name}"])
+        assert record["fov_share"] == pytest.approx(row[f"fov_share_{name}"])
+
+
+def test_zoom_to_full_resolution_and_pan_with_the_keyboard(browser):
+    from selenium.webdriver.common.keys import Keys
+
+    view = browser.find_element("id", "view")
+    view.send_keys("1")
+    assert browser.find_element("id", "zoom").text == "100 %"
+    view.send_keys("+")
+    assert browser.find_element("id", "zoom").text == "150 %"
+    before = browser.execute_script("return document.getElementById('layers').style.transform")
+    view.send_keys(Keys.ARROW_LEFT)
+    after = browser.execute_script("return document.getElementById('layers').style.transform")
+    assert after != before and after.endswith("scale(1.5)")
+    view.send_keys("0")
+    assert browser.find_element("id", "zoom").text != "150 %"
 
 
 def test_a_tiff_is_shown_as_the_server_read_it(lesion_model, browser):

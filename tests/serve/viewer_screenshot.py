@@ -53,8 +53,9 @@ def serving(uri: str, log_path: Path, env: dict | None = None, seconds: float = 
 
 
 @contextmanager
-def chromium(width: int = 1400, height: int = 900) -> Iterator:
-    """A headless Chromium under Selenium with a fresh profile, removed afterwards."""
+def chromium(width: int = 1400, height: int = 900, downloads: Path | None = None) -> Iterator:
+    """A headless Chromium under Selenium with a fresh profile, removed afterwards; what the page downloads
+    lands in `downloads` without a prompt."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -63,6 +64,10 @@ def chromium(width: int = 1400, height: int = 900) -> Iterator:
         options.binary_location = str(CHROMIUM)
         for flag in [*FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}"]:
             options.add_argument(flag)
+        options.add_experimental_option("prefs", {
+            "download.default_directory": str(downloads or Path(profile) / "downloads"),
+            "download.prompt_for_download": False,
+            "profile.default_content_setting_values.automatic_downloads": 1})  # several masks at once
         driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
         try:
             yield driver
