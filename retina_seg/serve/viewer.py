@@ -26,7 +26,7 @@ FILES = {"/": ("index.html", "text/html; charset=utf-8"),
 MODEL_INFO = "/model-info"
 PROBABILITY_SCALE = 65535  # the 16-bit probability PNGs hold p x 65535 (contract.py)
 # same origin only: no script, style, image or connection to anywhere else, no framing, no form posts
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; "
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 HEADERS = [(b"content-security-policy", CSP.encode()), (b"x-content-type-options", b"nosniff"),
            (b"referrer-policy", b"no-referrer"), (b"cache-control", b"no-cache")]
@@ -41,7 +41,7 @@ def registered(uri: str) -> tuple[str | None, str | None]:
     if "@" in path:
         name, alias = path.split("@", 1)
         try:
-            return name, MlflowClient().get_model_version_by_alias(name, alias).version
+            return name, str(MlflowClient().get_model_version_by_alias(name, alias).version)
         except MlflowException:
             return name, None
     name, _, reference = path.partition("/")

@@ -248,11 +248,24 @@ function countRegions(mask, width, height) {
   return count;
 }
 
-function measure(cls) {
+const regionCounts = new Map(); // class -> pending timer: counting regions waits until a slider rests
+
+function regionsOf(cls) {
+  return state.info.lesions ? countRegions(cls.mask, state.photo.width, state.photo.height) : null;
+}
+
+function measure(cls, later = false) {
   let area = 0;
   for (let i = 0; i < cls.mask.length; i++) area += cls.mask[i];
   cls.area = area;
-  cls.regions = state.info.lesions ? countRegions(cls.mask, state.photo.width, state.photo.height) : null;
+  clearTimeout(regionCounts.get(cls));
+  cls.regions = later ? null : regionsOf(cls);
+  if (later && state.info.lesions) {
+    regionCounts.set(cls, setTimeout(() => {
+      cls.regions = regionsOf(cls);
+      showFigures(cls);
+    }, 200));
+  }
 }
 
 function share(cls) { return state.photo.fovArea ? cls.area / state.photo.fovArea : 0; }
@@ -263,7 +276,10 @@ function showFigures(cls) {
   ui.area.dataset.value = cls.area;
   ui.share.textContent = percent(share(cls));
   ui.share.dataset.value = share(cls);
-  if (ui.regions) {
+  if (ui.regions && cls.regions === null) {
+    ui.regions.textContent = "…";
+    delete ui.regions.dataset.value;
+  } else if (ui.regions) {
     ui.regions.textContent = cls.regions.toLocaleString("en");
     ui.regions.dataset.value = cls.regions;
   }
@@ -309,10 +325,11 @@ function rethreshold(cls, threshold) {
   cls.threshold = threshold;
   const on = new Uint8Array(65536);
   for (let v = 0; v < 65536; v++) on[v] = v / state.info.probability_scale >= threshold ? 1 : 0;
-  const mask = new Uint8Array(cls.prob.length);
-  for (let i = 0; i < mask.length; i++) mask[i] = on[cls.prob[i]];
+  const prob = cls.prob;
+  const mask = new Uint8Array(prob.length);
+  for (let i = 0; i < mask.length; i++) mask[i] = on[prob[i]];
   cls.mask = mask;
-  measure(cls);
+  measure(cls, true);
   showFigures(cls);
   paint();
 }
@@ -321,7 +338,7 @@ function resetThreshold(cls) {
   cls.threshold = cls.validation;
   cls.mask = cls.serverMask;
   cls.ui.slider.value = cls.validation;
-  measure(cls);
+  measure(cls, true);
   showFigures(cls);
   paint();
 }
@@ -599,6 +616,9 @@ async function downloadMask(cls) {
 function figuresCsv() {
   const header = ["image", "class", "threshold", "validation_threshold", "area_px", "fov_area_px", "fov_share", "regions"];
   const quote = (value) => (/[",\n]/.test(value) ? `"${value.replaceAll('"', '""')}"` : value);
+  for (const cls of state.classes) {
+    if (state.info.lesions && cls.regions === null) cls.regions = regionsOf(cls); // a slider has just moved
+  }
   const rows = state.classes.map((cls) => [state.photo.name, cls.name, cls.threshold, cls.validation, cls.area,
     state.photo.fovArea, share(cls), cls.regions ?? ""].map((v) => quote(String(v))).join(","));
   return [header.join(","), ...rows].join("\n") + "\n";
