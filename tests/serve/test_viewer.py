@@ -224,11 +224,38 @@ def test_masks_and_figures_download_as_the_server_answered_them(lesion_model, br
         assert record["fov_share"] == pytest.approx(row[f"fov_share_{name}"])
 
 
-def test_zoom_to_full_resolution_and_pan_with_the_keyboard(browser):
+def test_a_dropped_photograph_opens_like_a_chosen_one(lesion_model, browser, answer):
+    """A drop event carrying the file, as the browser makes one when a photograph is dragged onto the page."""
+    _, masks, _ = answer
+    photo = base64.b64encode((lesion_model[0] / "photo.png").read_bytes()).decode()
+    browser.execute_script("""
+        document.body.dataset.state = 'choosing';
+        const bytes = Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0));
+        const files = new DataTransfer();
+        files.items.add(new File([bytes], 'dropped.png', {type: 'image/png'}));
+        document.getElementById('view').dispatchEvent(new DragEvent('drop', {dataTransfer: files, bubbles: true}));
+    """, photo)
+    assert wait_for(browser, "!['choosing', 'busy'].includes(document.body.dataset.state) && "
+                             "document.body.dataset.state") == "ready"
+    settle(browser)
+    assert browser.find_element("id", "status").text.startswith("dropped.png: 192x160")
+    np.testing.assert_array_equal(canvas(browser, "overlay"), composite(masks, LESIONS))
+
+
+def test_view_controls_work_from_the_keyboard(lesion_model, browser):
     from selenium.webdriver.common.keys import Keys
 
+    assert open_photograph(browser, lesion_model[0] / "photo.png") == "ready"
+    browser.find_element("id", "opacity").send_keys(Keys.HOME)
+    assert browser.execute_script("return document.getElementById('overlay').style.opacity") == "0"
+    browser.find_element("id", "opacity").send_keys(Keys.END)
+    assert browser.execute_script("return document.getElementById('overlay').style.opacity") == "1"
     view = browser.find_element("id", "view")
-    view.send_keys("1")
+    view.send_keys("o")
+    assert not browser.find_element("id", "overlay").is_displayed()
+    view.send_keys("o")
+    assert browser.find_element("id", "overlay").is_displayed()
+    view.send_keys("1")  # full resolution, then zoom in and pan
     assert browser.find_element("id", "zoom").text == "100 %"
     view.send_keys("+")
     assert browser.find_element("id", "zoom").text == "150 %"
@@ -251,6 +278,21 @@ def test_a_file_the_server_refuses_gets_one_line_in_the_page(lesion_model, brows
     assert open_photograph(browser, lesion_model[0] / "notes.txt") == "refused"
     message = browser.find_element("id", "error").text
     assert message == "notes.txt is not an image file (expected PNG, JPEG or TIFF bytes)"
+
+
+def test_a_vessel_model_is_painted_in_its_class_colour(logged, browser):
+    """The session's tiny vessel model (tests/serve/conftest.py): one class, unsuffixed columns, no regions."""
+    tmp, result, inputs = logged
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db", "TMPDIR": str(tmp)}
+    with serving(f"runs:/{result.run_id}/model", tmp / "viewer-server.log", env) as url:
+        open_viewer(browser, url)
+        assert open_photograph(browser, inputs / "colour.png") == "ready"
+        mask = cv2.imread(str(tmp / "predicted" / "colour_mask.png"), cv2.IMREAD_UNCHANGED) > 0
+        expected = np.zeros((*mask.shape, 4), np.uint8)
+        expected[mask] = (*class_colours(["vessels"])["vessels"], 255)
+        np.testing.assert_array_equal(canvas(browser, "overlay"), expected)
+        assert shown(browser, "area-vessels") == mask.sum() > 0
+        assert not browser.find_elements("id", "regions-vessels")
 
 
 def test_the_page_cannot_reach_another_origin(browser):
