@@ -65,11 +65,14 @@ function askForKey(reason) {
     const input = $("key");
     const before = document.activeElement;
     $("key-reason").textContent = reason || "";
+    const page = [document.querySelector("header"), document.querySelector("main")];
     input.value = "";
     dialog.hidden = false;
+    page.forEach((part) => { part.inert = true; }); // keyboard focus stays in the dialog
     input.focus();
     const close = (key) => {
       dialog.hidden = true;
+      page.forEach((part) => { part.inert = false; });
       dialog.removeEventListener("keydown", onKey);
       $("key-ok").onclick = $("key-cancel").onclick = null;
       keyRequest = null;
