@@ -15,6 +15,9 @@ from urllib.parse import urlsplit
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from retina_seg.errors import UserError
 
 _SOURCE = Path(__file__).resolve().parents[1]
 # A source checkout keeps its MLflow store, data cache and git commit in the project folder; an installed
@@ -23,7 +26,7 @@ PROJECT_ROOT = _SOURCE if (_SOURCE / "pyproject.toml").is_file() else Path.cwd()
 CONF_DIR = Path(__file__).resolve().parent / "conf"  # ships in the wheel; in a checkout a link to the top-level conf/
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config value that cannot work; the message names the key and what was expected."""
 
 
@@ -343,11 +346,6 @@ class Config:
             _require(not values or len(values) == len(channels), f"loss.{key}",
                      f"empty or one weight per channel {channels}", values)
 
-    @property
-    def artifact_stem(self) -> str:
-        """The artifact name contract: `<BACKBONE>_Retinal`."""
-        return f"{self.backbone.name}_Retinal"
-
 
 class Rescale(Enum):
     fov = "fov"  # scale each target image so its FOV width matches the training set's median FOV width
@@ -506,9 +504,7 @@ def validate(cfg: DictConfig) -> Config:
         raise ConfigError(f"{missing[0]} is required: set it on the command line, e.g. {missing[0]}=<value>")
     try:
         return OmegaConf.to_object(cfg)
-    except ConfigError:
-        raise
-    except Exception as exc:  # omegaconf wraps errors raised inside dataclass constructors
+    except OmegaConfBaseException as exc:  # a wrong type or value, or a range check wrapped by omegaconf
         cause = exc.__cause__ or exc.__context__
         if isinstance(cause, ConfigError):
             raise cause from None

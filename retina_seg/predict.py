@@ -21,13 +21,12 @@ import numpy as np
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from retina_seg.cli import run_app
+from retina_seg.cli import run_app, user_errors
 from retina_seg.config import ConfigError, PredictConfig, validate
 from retina_seg.data.adapters import IMAGE_SUFFIXES
 from retina_seg.data.loading import DataError, read_image
-from retina_seg.errors import USER_ERROR
 from retina_seg.reporting.figures import overlay
-from retina_seg.tracking.reload import ModelSourceError, load_segmenter
+from retina_seg.tracking.reload import load_segmenter
 from retina_seg.tracking.runs import check_tracking
 
 log = logging.getLogger(__name__)
@@ -81,18 +80,14 @@ def predict_folder(config: PredictConfig) -> tuple[list[Path], list[str]]:
 
 
 @hydra.main(config_path="conf", config_name="predict", version_base="1.3")
+@user_errors
 def main(cfg: DictConfig) -> int:
-    try:
-        done, skipped = predict_folder(validate(cfg))
-    except (ConfigError, DataError, ModelSourceError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(USER_ERROR)
+    done, skipped = predict_folder(validate(cfg))
     for reason in skipped:
         print(f"skipped: {reason}", file=sys.stderr)
     log.info("wrote predictions for %d image(s) to %s; skipped %d", len(done), cfg.output, len(skipped))
     if not done:
-        print("error: no input image could be read", file=sys.stderr)
-        sys.exit(USER_ERROR)  # bad input files, like the other data errors
+        raise DataError(f"input='{cfg.input}': no image could be read")  # bad input files, like other data errors
     return len(done)
 
 

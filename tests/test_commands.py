@@ -115,7 +115,8 @@ def test_predict_cli_reports_skips_and_exit_codes(trained, tmp_path):
     (tmp_path / "unreadable" / "broken.png").write_bytes((inputs / "broken.png").read_bytes())
     done = run_cli("retina_seg.predict", [f"run_id={result.run_id}", f"input={tmp_path}/unreadable",
                                           f"output={tmp_path}/out3", *isolate(tmp)[:2]], tmp_path)
-    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1] == "error: no input image could be read"
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == f"error: input='{tmp_path / 'unreadable'}': no image could be read"
 
 
 def test_unknown_run_id_and_run_without_model(trained, tmp_path):

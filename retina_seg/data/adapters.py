@@ -15,6 +15,7 @@ import numpy as np
 
 from retina_seg.config import ConfigError, DataConfig
 from retina_seg.data.synthetic import LESION_TYPES, SyntheticSpec, ensure_dataset
+from retina_seg.errors import UserError
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".ppm", ".bmp", ".ppm.gz")
@@ -34,7 +35,7 @@ class Sample(NamedTuple):
     second: Path | None = None
 
 
-class LayoutError(ValueError):
+class LayoutError(UserError):
     """`data.root` does not look like the dataset's official layout."""
 
 

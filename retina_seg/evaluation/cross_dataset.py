@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from retina_seg.reporting.result_figures import plot_heatmap
+from retina_seg.tracking import artifacts
 
 
 def _label(row) -> str:
@@ -33,13 +34,13 @@ def write_cross_dataset(table: pd.DataFrame, staging: Path) -> None:
     staging.mkdir(parents=True, exist_ok=True)
     first = ["trained_on", "run_id", "tested_on", "scale"]
     metrics = sorted(c for c in table if c.startswith("test_") or c == "threshold")
-    table[first + metrics].to_csv(staging / "cross_dataset.csv", index=False)
+    table[first + metrics].to_csv(staging / f"{artifacts.CROSS_DATASET}.csv", index=False)
     scales = pivot(table, "scale")
     notes = ("Diagonal cells (a run's own dataset) are the run's own logged test metrics; the others evaluate the "
              "model on the target's test split, threshold chosen on the target's validation split. `scale`: the "
              "median factor target images were resized by to match the training FOV width (rescale=fov).")
-    (staging / "cross_dataset.md").write_text(
+    (staging / f"{artifacts.CROSS_DATASET}.md").write_text(
         f"# Cross-dataset evaluation\n\n{notes}\n\n## {pivot_markdown(table, 'test_f1')}\n"
         f"## {pivot_markdown(table, 'test_auc')}\n## scale\n\n{scales.to_markdown(floatfmt='.3f')}\n")
     plot_heatmap(pivot(table, "test_f1"), "Test F1: trained on (rows) x tested on (columns)",
-                 staging / "cross_dataset.png")
+                 staging / f"{artifacts.CROSS_DATASET}.png")

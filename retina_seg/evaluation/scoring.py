@@ -14,6 +14,7 @@ from pathlib import Path
 
 import cv2
 import mlflow
+import pandas as pd
 from tqdm import tqdm
 
 from retina_seg.data.loading import Arrays, read_mask
@@ -22,6 +23,7 @@ from retina_seg.inference.predictor import Predictor
 from retina_seg.reporting.figures import plot_examples
 from retina_seg.reporting.lesion_figures import plot_lesions
 from retina_seg.reporting.result_figures import plot_best_worst, plot_roc_pr
+from retina_seg.tracking import artifacts
 
 log = logging.getLogger(__name__)
 
@@ -47,20 +49,18 @@ def evaluate_model(predictor: Predictor, splits: dict, channels: list[str], stag
     summary["inference_ms_per_image"] = 1000 * (time.perf_counter() - started) / len(test)
     if lesions:
         summary.update(pooled_metrics(probs, test, channels, thresholds))
-    (staging / "metrics").mkdir(parents=True, exist_ok=True)
-    per_image.to_csv(staging / "metrics" / "per_image.csv", index=False)
-    (staging / "metrics" / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_metrics(staging, per_image, summary)
     observer = observer_metrics(test, _read_observer(test, second or {}))
     if len(observer):
-        observer.to_csv(staging / "metrics" / "second_observer.csv", index=False)
+        observer.to_csv(staging / artifacts.SECOND_OBSERVER, index=False)
     plot_examples(test.images, test.masks, probs, test.fov, test.names, [thresholds[c] for c in channels],
-                  per_image.groupby("image")["f1"].mean().to_dict(), staging / "test_examples.png")
-    (staging / "figures").mkdir(exist_ok=True)
-    plot_roc_pr(probs, test, channels, staging / "figures" / "roc_pr.png", observer)
-    plot_best_worst(probs, test, per_image, thresholds, staging / "figures" / "best_worst.png")
+                  per_image.groupby("image")["f1"].mean().to_dict(), staging / artifacts.TEST_EXAMPLES)
+    (staging / artifacts.ROC_PR).parent.mkdir(exist_ok=True)
+    plot_roc_pr(probs, test, channels, staging / artifacts.ROC_PR, observer)
+    plot_best_worst(probs, test, per_image, thresholds, staging / artifacts.BEST_WORST)
     if lesions:
         for image, truth, prob, name in zip(test.images, test.masks, probs, test.names, strict=True):
-            plot_lesions(image, truth, prob, channels, thresholds, name, staging / "lesions" / f"{name}.png")
+            plot_lesions(image, truth, prob, channels, thresholds, name, staging / artifacts.LESIONS / f"{name}.png")
         pooled = {c: round(summary[f"test_aupr_{c.lower()}"], 4) for c in channels}
         log.info("test AUPR pooled over images (IDRiD protocol) %s, mAUPR %.4f", pooled,
                  summary.get("test_maupr", math.nan))
@@ -68,6 +68,13 @@ def evaluate_model(predictor: Predictor, splits: dict, channels: list[str], stag
              summary["test_f1"], {k: round(v, 3) for k, v in thresholds.items()}, summary["test_f1_at_0.5"],
              summary["test_auc"], summary["test_f1_trivial"])
     return summary
+
+
+def write_metrics(staging: Path, per_image: pd.DataFrame, summary: dict) -> None:
+    """The per-image table and the summary, where a run keeps them."""
+    (staging / artifacts.PER_IMAGE).parent.mkdir(parents=True, exist_ok=True)
+    per_image.to_csv(staging / artifacts.PER_IMAGE, index=False)
+    (staging / artifacts.SUMMARY).write_text(json.dumps(summary, indent=2))
 
 
 def log_summary(summary: dict, log_metrics=mlflow.log_metrics) -> None:

@@ -22,17 +22,19 @@ from omegaconf import OmegaConf
 from tf_keras.src.saving.serialization_lib import SafeModeScope
 
 from retina_seg.config import CONF_DIR, Config, InferenceConfig, validate
+from retina_seg.errors import UserError
 from retina_seg.inference.ensemble import EnsemblePredictor
 from retina_seg.inference.predictor import Predictor
 from retina_seg.inference.segmenter import Segmenter
+from retina_seg.tracking import artifacts
+
+METRICS = str(Path(artifacts.SUMMARY).parent)  # the folder of metric files, downloaded with the model
 
 log = logging.getLogger(__name__)
-SUFFIX = "_Retinal"
-FOLDS = "folds"  # in a folder of run files: one subfolder fold<k> per cross-validation fold
 CODE_CARRYING_LAYERS = {"Lambda", "TFOpLambda", "SlicingOpLambda"}
 
 
-class ModelSourceError(ValueError):
+class ModelSourceError(UserError):
     """A run id or folder that does not hold a loadable model; the message says what is missing."""
 
 
@@ -78,8 +80,8 @@ def load_logged_model(source: str, tracking_uri: str | None, trust: bool = False
     `folds/fold<k>/` hold one model each (a parent's served model)."""
     folder = Path(source)
     if folder.is_dir():
-        members = sorted((folder / FOLDS).iterdir(), key=lambda f: int(f.name.removeprefix("fold"))) if (
-            folder / FOLDS).is_dir() else [folder]
+        members = sorted((folder / artifacts.FOLDS).iterdir(), key=lambda f: int(f.name.removeprefix("fold"))) if (
+            folder / artifacts.FOLDS).is_dir() else [folder]
         return LoggedModel([_build(*_find_pair(member), trust=trust) for member in members],
                            *_config_and_thresholds(folder, fallback), None)
     tracking_uri = tracking_uri or default_tracking_uri()
@@ -87,7 +89,7 @@ def load_logged_model(source: str, tracking_uri: str | None, trust: bool = False
     run = find_run(client, source, tracking_uri)
     if "cv_folds" in run.data.tags:
         return _load_folds(client, run, trust)
-    with _downloaded(client, run, (".json", ".h5", "config.yaml", "metrics")) as folder:
+    with _downloaded(client, run, (".json", ".h5", artifacts.CONFIG, METRICS)) as folder:
         return LoggedModel([_build(*_find_pair(folder), trust=trust)], *_config_and_thresholds(folder, fallback),
                            run.info.experiment_id)
 
@@ -106,20 +108,20 @@ def _load_folds(client: MlflowClient, parent, trust: bool) -> LoggedModel:
     for fold in folds:
         with _downloaded(client, fold, (".json", ".h5")) as folder:
             models.append(_build(*_find_pair(folder), trust=trust))
-    with _downloaded(client, parent, ("config.yaml", "metrics"), require_model=False) as folder:
+    with _downloaded(client, parent, (artifacts.CONFIG, METRICS), require_model=False) as folder:
         return LoggedModel(models, *_config_and_thresholds(folder, None), parent.info.experiment_id)
 
 
 def _config_and_thresholds(folder: Path, fallback: Config | None) -> tuple[Config, dict]:
-    if (folder / "config.yaml").is_file():
-        config = validate(OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(folder / "config.yaml")))
+    if (folder / artifacts.CONFIG).is_file():
+        config = validate(OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(folder / artifacts.CONFIG)))
     elif fallback is not None:
         log.warning("%s has no config.yaml: assuming image_size=%d, sampling=%s and the command line's "
                     "preprocessing", folder, fallback.image_size, fallback.data.sampling.value)
         config = fallback
     else:
         raise ModelSourceError(f"{folder}: no config.yaml beside the model (needed for its preprocessing)")
-    summary = folder / "metrics" / "summary.json"
+    summary = folder / artifacts.SUMMARY
     known = json.loads(summary.read_text()) if summary.is_file() else {}
     channels = config.data.channels
     thresholds = {c: known.get("threshold" if len(channels) == 1 else f"threshold_{c}", 0.5) for c in channels}
@@ -175,9 +177,10 @@ def _build(architecture: Path, weights: Path, trust: bool) -> tf.keras.Model:
 
 
 def _find_pair(folder: Path) -> tuple[Path, Path]:
-    found = sorted(folder.glob(f"*{SUFFIX}.json"))
+    found = sorted(folder.glob(f"*{artifacts.SUFFIX}.json"))
     if len(found) != 1:
-        raise ModelSourceError(f"{folder}: expected exactly one *{SUFFIX}.json, found {[p.name for p in found]}")
+        raise ModelSourceError(f"{folder}: expected exactly one *{artifacts.SUFFIX}.json, found "
+                               f"{[p.name for p in found]}")
     weights = found[0].with_suffix(".h5")
     if not weights.is_file():
         raise ModelSourceError(f"{folder}: {found[0].name} has no matching {weights.name}")
@@ -198,8 +201,8 @@ def _downloaded(client: MlflowClient, run, endings: tuple, require_model: bool =
     block ends: what is built from it is read into memory inside the block (weights can be 100 MB a run)."""
     run_id = run.info.run_id
     names = [a.path for a in client.list_artifacts(run_id) if a.path.endswith(endings)]
-    if require_model and not any(name.endswith(f"{SUFFIX}.json") for name in names):
-        raise ModelSourceError(f"run {run_id} has no *{SUFFIX}.json / .h5 model artifacts")
+    if require_model and not any(name.endswith(f"{artifacts.SUFFIX}.json") for name in names):
+        raise ModelSourceError(f"run {run_id} has no *{artifacts.SUFFIX}.json / .h5 model artifacts")
     with tempfile.TemporaryDirectory(prefix=f"retina-seg-{run_id[:8]}-") as folder:
         for name in names:
             client.download_artifacts(run_id, name, folder)

@@ -22,6 +22,7 @@ from retina_seg.data.loading import derive_fov
 from retina_seg.reporting.palette import class_colours, hex_colour
 from retina_seg.run import run_job
 from retina_seg.serve.viewer import registered
+from retina_seg.tracking import artifacts
 from tests.conftest import TINY, compose_config, isolate
 from tests.serve.viewer_screenshot import chromium, missing_browser, open_photograph, open_viewer, serving, wait_for
 
@@ -132,7 +133,7 @@ def test_page_and_model_info_are_served_with_a_same_origin_policy(lesion_model, 
         assert len(text) > 1000 and b"https://" not in text and b"http://" not in text, name
     _, info = get(f"{server}/model-info")
     info = json.loads(info)
-    summary = json.loads((tmp / "work" / "artifacts" / "metrics" / "summary.json").read_text())
+    summary = json.loads((tmp / "work" / artifacts.STAGING / artifacts.SUMMARY).read_text())
     assert info["run_id"] == run_id and info["classes"] == LESIONS and info["lesions"] is True
     assert info["colours"] == {c: hex_colour(rgb) for c, rgb in class_colours(LESIONS).items()}
     assert info["thresholds"] == {c: summary[f"threshold_{c}"] for c in LESIONS}
