@@ -32,15 +32,20 @@ class Segmenter:
     # (inference.rescale=none): photographs are seen at their own size, capped at data.max_side
     fov_width: float | None = None
 
-    def probabilities(self, image: np.ndarray) -> np.ndarray:
-        """uint8 RGB (H, W, 3) as read from the file -> float32 (H, W, C) in [0, 1], at the image's own size."""
-        return self.predict(image)[0]
+    def fov(self, image: np.ndarray) -> np.ndarray:
+        """uint8 {0, 1} (H, W): the field of view derived from the photograph, as the model's training read it."""
+        return derive_fov(image, self.preprocess.fov_threshold)
 
-    def predict(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+    def probabilities(self, image: np.ndarray, fov: np.ndarray | None = None) -> np.ndarray:
+        """uint8 RGB (H, W, 3) as read from the file -> float32 (H, W, C) in [0, 1], at the image's own size;
+        `fov`: the image's field of view when the caller already derived it."""
+        return self.predict(image, fov)[0]
+
+    def predict(self, image: np.ndarray, fov: np.ndarray | None = None) -> tuple[np.ndarray, float]:
         """(probabilities, scale): a photograph whose field of view is not as wide as the training images'
         (another camera) is preprocessed at its own size, then seen at the training scale (`scale`: the
         factor it was resized by; 1 when it already matches), and its probabilities come back at its size."""
-        fov = derive_fov(image, self.preprocess.fov_threshold)
+        fov = self.fov(image) if fov is None else fov
         scale = fov_factor(fov, self.fov_width)
         size = scaled_size(image.shape, scale) if scale != 1 else None
         prob = self.predictor(preprocess_image(image, self.preprocess), size)

@@ -19,13 +19,9 @@ import pandas as pd  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from retina_seg.reporting.palette import OKABE_ITO  # noqa: E402
 from retina_seg.tracking import artifacts  # noqa: E402
 
-# Okabe & Ito (2008), "Color Universal Design": RGB 0-255
-OKABE_ITO = {
-    "orange": (230, 159, 0), "sky_blue": (86, 180, 233), "bluish_green": (0, 158, 115), "yellow": (240, 228, 66),
-    "blue": (0, 114, 178), "vermillion": (213, 94, 0), "reddish_purple": (204, 121, 167), "black": (0, 0, 0),
-}
 PALETTE = [tuple(v / 255 for v in rgb) for rgb in OKABE_ITO.values()]  # matplotlib colour cycle, 0-1 floats
 ERROR_COLOURS = {"true positive": OKABE_ITO["bluish_green"], "false positive": OKABE_ITO["vermillion"],
                  "false negative": OKABE_ITO["sky_blue"]}

@@ -55,9 +55,11 @@ class RetinaSegModel(mlflow.pyfunc.PythonModel):
             raise RequestError(f"params.threshold={threshold} is invalid: expected a probability between 0 and 1")
         rows = []
         for image in images:
-            prob = self.segmenter.probabilities(image)
-            rows.append(response_row(prob, self.segmenter.masks(prob, threshold), self.segmenter.channels,
-                                     bool(params.get("return_probabilities", False))))
+            fov = self.segmenter.fov(image)
+            prob, scale = self.segmenter.predict(image, fov)
+            rows.append(response_row(prob, self.segmenter.masks(prob, threshold), fov, scale, self.segmenter.channels,
+                                     bool(params.get("return_probabilities", False)),
+                                     image if params.get("return_image", False) else None))
         return pd.DataFrame(rows)
 
 

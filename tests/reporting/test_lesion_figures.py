@@ -12,7 +12,8 @@ from retina_seg.config import InferenceConfig, Sampling
 from retina_seg.data.loading import Arrays
 from retina_seg.evaluation.scoring import evaluate_model
 from retina_seg.inference.predictor import Predictor
-from retina_seg.reporting.lesion_figures import LESION_COLOURS, densest_crop, paint, plot_lesions
+from retina_seg.reporting.lesion_figures import densest_crop, paint, plot_lesions
+from retina_seg.reporting.palette import CLASS_COLOURS, OKABE_ITO, class_colours
 from retina_seg.reporting.report import run_sections, write_report
 from retina_seg.tracking import artifacts
 from tests.conftest import TINY, compose_config
@@ -29,6 +30,13 @@ def lesion_masks(height=120, width=160):
     return masks
 
 
+def test_every_class_colour_is_okabe_ito_and_a_lesion_model_gets_distinct_ones():
+    lesions = class_colours(["MA", "HE", "EX", "SE", "OD", "drusen", "scar"])
+    assert set(lesions.values()) <= set(OKABE_ITO.values()) and set(CLASS_COLOURS.values()) <= set(OKABE_ITO.values())
+    assert len(set(lesions.values())) == 7  # unknown classes take colours no known lesion uses
+    assert lesions["EX"] == OKABE_ITO["yellow"] and class_colours(["vessels"]) == {"vessels": OKABE_ITO["sky_blue"]}
+
+
 def test_densest_crop_finds_the_cluster_and_stays_inside():
     top, left, side = densest_crop(lesion_masks(), 40)
     assert side == 40 and top <= 80 and top + side >= 100 and left <= 20 and left + side >= 40
@@ -39,7 +47,7 @@ def test_densest_crop_finds_the_cluster_and_stays_inside():
 def test_paint_uses_one_colour_per_lesion_type():
     image = np.full((120, 160, 3), 90, np.uint8)
     painted = paint(image, lesion_masks(), CHANNELS, alpha=1.0)
-    assert tuple(painted[10, 150]) == LESION_COLOURS["MA"] and tuple(painted[85, 25]) == LESION_COLOURS["EX"]
+    assert tuple(painted[10, 150]) == CLASS_COLOURS["MA"] and tuple(painted[85, 25]) == CLASS_COLOURS["EX"]
     assert tuple(painted[0, 0]) == (90, 90, 90)
 
 
@@ -51,7 +59,7 @@ def test_plot_lesions_writes_truth_beside_prediction(tmp_path):
     picture = mpimg.imread(path)
     assert picture.shape[0] > 1000 and picture.shape[1] > 1000
     colours = {tuple(np.round(p * 255).astype(int)) for p in picture[..., :3].reshape(-1, 3)[::7]}
-    assert LESION_COLOURS["EX"] in colours  # the legend and the panels carry the exudate colour
+    assert CLASS_COLOURS["EX"] in colours  # the legend and the panels carry the exudate colour
 
 
 def test_lesion_evaluation_writes_pooled_metrics_csv_and_figures(tmp_path):
