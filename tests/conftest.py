@@ -71,6 +71,14 @@ def wait_until_up(proc: subprocess.Popen, url: str, log_path: Path, seconds: flo
         time.sleep(0.5)
 
 
+def unavailable(reason: str) -> None:
+    """A system component a test needs is missing: skip, saying why; under CI (`CI` set, as `.ci/run` does),
+    where `make test` installs every component, fail instead, so a broken setup is never a green skip."""
+    if os.environ.get("CI"):
+        pytest.fail(f"CI installs this (make test): {reason}")
+    pytest.skip(reason)
+
+
 def default_sigint() -> None:
     """A child's `preexec_fn`: SIGINT at its default, as in a terminal. A suite started in the background
     (`make test &`, pytest-xdist's workers) passes SIGINT down as ignored, and Python then never turns it
