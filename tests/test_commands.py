@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
 import shutil
 
 import cv2
@@ -10,9 +12,11 @@ import pytest
 import tensorflow as tf
 from mlflow.tracking import MlflowClient
 
-from retina_seg.config import ConfigError, validate
+from retina_seg.config import ConfigError, ServeConfig, validate
+from retina_seg.data.loading import read_image
 from retina_seg.predict import predict_folder
 from retina_seg.run import run_job
+from retina_seg.serve.contract import decode_row
 from retina_seg.tracking.reload import ModelSourceError, load_model
 from tests import layouts
 from tests.conftest import TINY, compose_config, isolate, run_cli
@@ -86,6 +90,27 @@ def test_predict_writes_prob_mask_and_overlay_and_skips_unreadable_files(trained
         # the mask is the probability at the validation threshold (the PNG holds round(255 p))
         level = round(result.metrics["threshold"] * 255)
         assert (mask[prob > level] == 255).all() and (mask[prob < level] == 0).all()
+
+
+def test_predict_and_the_served_model_read_every_netpbm_format(trained, tmp_path):
+    tmp, result = trained
+    folder = tmp_path / "netpbm"
+    folder.mkdir()
+    colour = np.random.default_rng(1).integers(0, 256, (40, 52, 3), dtype=np.uint8)
+    for name, pixels in (("grey.pgm", colour[..., 1]), ("ink.pbm", (colour[..., 0] > 127).astype(np.uint8) * 255),
+                         ("any.pnm", colour), ("colour.ppm", colour)):
+        assert cv2.imwrite(str(folder / name), pixels)
+    (folder / "zipped.pgm.gz").write_bytes(gzip.compress((folder / "grey.pgm").read_bytes()))
+    done, skipped = predict_folder(predict_config(tmp, f"run_id={result.run_id}", f"input={folder}",
+                                                  f"output={tmp_path / 'out'}"))
+    assert sorted(p.name for p in done) == ["any.pnm", "colour.ppm", "grey.pgm", "ink.pbm", "zipped.pgm.gz"]
+    assert skipped == []
+    for stem in ("any", "colour", "grey", "ink", "zipped"):
+        assert cv2.imread(str(tmp_path / "out" / f"{stem}_mask.png"), cv2.IMREAD_UNCHANGED).shape == (40, 52)
+    np.testing.assert_array_equal(read_image(folder / "zipped.pgm.gz"), read_image(folder / "grey.pgm"))
+    for name in ("any.pnm", "colour.ppm", "grey.pgm", "ink.pbm"):  # a request carries the file's bytes
+        text = base64.b64encode((folder / name).read_bytes()).decode("ascii")
+        np.testing.assert_array_equal(decode_row(text, 0, ServeConfig()), read_image(folder / name))
 
 
 def test_predict_from_a_model_folder_matches_the_run(trained, tmp_path):

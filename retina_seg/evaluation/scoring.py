@@ -16,7 +16,7 @@ import cv2
 import mlflow
 from tqdm import tqdm
 
-from retina_seg.data.loading import Arrays, read_mask
+from retina_seg.data.loading import Arrays, read_mask, warn_thresholded
 from retina_seg.inference.metrics import FIXED_THRESHOLD, choose_thresholds, evaluate, observer_metrics, pooled_metrics
 from retina_seg.inference.predictor import Predictor
 from retina_seg.reporting.figures import plot_examples
@@ -80,12 +80,13 @@ def log_summary(summary: dict, log_metrics=mlflow.log_metrics) -> None:
 
 def _read_observer(test: Arrays, second: dict) -> dict:
     """The second observer's masks of the test images, at the (possibly capped) size of their truth."""
-    masks = {}
+    masks, thresholded = {}, []
     for index, name in enumerate(test.names):
         if name in second:
             shape = test.masks[index].shape[:2]
-            mask = read_mask(second[name])
+            mask = read_mask(second[name], thresholded)
             if mask.shape != shape:
                 mask = cv2.resize(mask, shape[::-1], interpolation=cv2.INTER_NEAREST)
             masks[name] = mask
+    warn_thresholded(thresholded, len(masks))
     return masks
