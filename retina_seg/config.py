@@ -359,6 +359,11 @@ class Rescale(Enum):
     none = "none"  # evaluate target images at their native resolution
 
 
+class ThresholdRule(Enum):
+    source = "source"  # the run's own validation threshold, as `predict` and the served model apply it
+    target = "target"  # chosen on the target dataset's validation split: optimistic, it needs the target's labels
+
+
 @dataclass
 class EvaluateConfig(Config):
     """`python -m retina_seg.evaluate`: a logged model, re-evaluated on the configured dataset, or several
@@ -370,6 +375,7 @@ class EvaluateConfig(Config):
     targets: List[str] = field(default_factory=list)  # dataset names (conf/data) to evaluate every run on
     roots: Dict[str, str | None] = field(default_factory=dict)  # data.root of each target dataset
     rescale: Rescale = Rescale.fov  # how target images are matched to the training resolution
+    threshold: ThresholdRule = ThresholdRule.source  # the binarisation threshold on a dataset other than the run's own
 
     def __post_init__(self) -> None:
         super().__post_init__()

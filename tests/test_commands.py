@@ -8,13 +8,16 @@ import shutil
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 from mlflow.tracking import MlflowClient
 
 from retina_seg.config import ConfigError, ServeConfig, validate
-from retina_seg.data.loading import read_image
+from retina_seg.data.loading import load_splits, read_image
+from retina_seg.evaluate import cross_dataset
 from retina_seg.predict import predict_folder
+from retina_seg.reporting.figures import error_map
 from retina_seg.run import run_job
 from retina_seg.serve.contract import decode_row
 from retina_seg.tracking.reload import ModelSourceError, load_model
@@ -60,6 +63,43 @@ def test_cross_dataset_evaluation_on_another_layout(trained, tmp_path):
     per_image = client.download_artifacts(runs[0].info.run_id, "metrics/per_image.csv", str(tmp_path))
     assert sorted(set(np.loadtxt(per_image, delimiter=",", skiprows=1, usecols=0, dtype=str))) == [
         f"{n:02d}_test" for n in range(1, 5)]
+
+
+def test_cross_dataset_threshold_is_the_runs_own_unless_target_is_asked(trained, tmp_path):
+    """threshold=source (the default) applies the run's own validation threshold, as predict does: its masks are
+    predict's; threshold=target chooses one on the target's validation split, and the table keeps both F1 values."""
+    tmp, result = trained
+    drive = layouts.drive(tmp_path / "DRIVE")
+    base = [*isolate(tmp)[:2], "tracking.experiment=test", f"run_id={result.run_id}", "targets=[drive]",
+            f"roots.drive={drive}", f"cache_dir={tmp_path}/arrays"]
+    [source] = cross_dataset(validate(compose_config(base, name="evaluate")), tmp_path / "s").to_dict("records")
+    [target] = cross_dataset(validate(compose_config([*base, "threshold=target"], name="evaluate")),
+                             tmp_path / "t").to_dict("records")
+    assert source["threshold"] == pytest.approx(result.metrics["threshold"]) and source["scale"] == 1.0
+    assert target["threshold"] != pytest.approx(source["threshold"])  # DRIVE's validation split chose another
+    assert target["test_f1"] != pytest.approx(source["test_f1"])
+    assert (target["test_f1_at_source_threshold"], target["source_threshold"]) == (source["test_f1"],
+                                                                                   source["threshold"])
+    assert target["test_auc"] == source["test_auc"]  # the threshold does not move AUC
+    table = pd.read_csv(tmp_path / "t" / "artifacts" / "cross_dataset.csv")
+    assert list(table["threshold_rule"]) == ["target"] and "test_f1_at_source_threshold" in table
+    assert "threshold=target" in (tmp_path / "t" / "artifacts" / "cross_dataset.md").read_text()
+    assert "threshold=source" in (tmp_path / "s" / "artifacts" / "cross_dataset.md").read_text()
+
+    # the default's masks are predict's on the same images at the same scale (the model was trained on resized
+    # images, so the targets were not rescaled); compared through the evaluation's full-size error maps, which
+    # paint the masks inside DRIVE's FOV (predict's own FOV, derived from the image, is turned off for that)
+    config = validate(compose_config(["data=drive", f"data.root={drive}"]))
+    test = load_splits(config.data, config.preprocess, config.seed)["test"]
+    predict_folder(predict_config(tmp, f"run_id={result.run_id}", f"input={drive / 'test' / 'images'}",
+                                  f"output={tmp_path / 'p'}", "inference.fov_mask=false"))
+    logged = sorted((tmp_path / "s").glob("*-drive/artifacts/examples/*_errors.png"))
+    assert [p.name for p in logged] == ["01_test_errors.png", "02_test_errors.png", "03_test_errors.png"]
+    for index, errors in enumerate(logged):
+        mask = cv2.imread(str(tmp_path / "p" / f"{test.names[index]}_mask.png"), cv2.IMREAD_GRAYSCALE) > 0
+        assert 0 < mask[test.fov[index]].mean() < 1  # neither empty nor full: the threshold shapes it
+        expected = error_map(test.images[index], test.masks[index][..., 0], mask, test.fov[index])
+        np.testing.assert_array_equal(cv2.cvtColor(cv2.imread(str(errors)), cv2.COLOR_BGR2RGB), expected)
 
 
 def write_inputs(folder):

@@ -32,12 +32,14 @@ def predict_split(predictor: Predictor, arrays: Arrays, label: str) -> list:
 
 
 def evaluate_model(predictor: Predictor, splits: dict, channels: list[str], staging: Path,
-                   thresholds: dict | None = None, second: dict | None = None, lesions: bool = False) -> dict:
+                   thresholds: dict | None = None, second: dict | None = None, lesions: bool = False,
+                   source_thresholds: dict | None = None) -> dict:
     """Choose thresholds on validation (unless given), evaluate test, write metrics/ and the figures
     into `staging`; returns the summary (MLflow metric names). `second`: image name -> the second human
     observer's mask file, scored against the same truth as a reference (`metrics/second_observer.csv`).
     `lesions`: also the IDRiD challenge's pooled AUPR per lesion type and one overlay figure per test
-    image in lesions/."""
+    image in lesions/. `source_thresholds`: the evaluated run's own validation thresholds, to report test F1
+    at them as well (`test_f1_at_source_threshold`) when another dataset's validation split chose `thresholds`."""
     if thresholds is None:
         thresholds = choose_thresholds(predict_split(predictor, splits["val"], "validation"), splits["val"], channels)
     test = splits["test"]
@@ -45,6 +47,10 @@ def evaluate_model(predictor: Predictor, splits: dict, channels: list[str], stag
     probs = predict_split(predictor, test, "test")
     per_image, summary = evaluate(probs, test, channels, thresholds)
     summary["inference_ms_per_image"] = 1000 * (time.perf_counter() - started) / len(test)
+    if source_thresholds is not None:
+        at_source = evaluate(probs, test, channels, source_thresholds)[1]
+        summary["test_f1_at_source_threshold"] = at_source["test_f1"]
+        summary.update({f"source_{key}": value for key, value in at_source.items() if key.startswith("threshold")})
     if lesions:
         summary.update(pooled_metrics(probs, test, channels, thresholds))
     (staging / "metrics").mkdir(parents=True, exist_ok=True)
