@@ -33,19 +33,20 @@ from retina_seg.data.loading import read_image
 from retina_seg.model.factory import build_model
 from retina_seg.serve.contract import IMAGE
 from retina_seg.serve.pyfunc import log_pipeline_model
+from retina_seg.tracking import artifacts
 from retina_seg.tracking.reload import load_segmenter
 
 
 def log_untrained(config: Config, cfg, example: np.ndarray, folder: Path) -> str:
     """The default network (random init) with the run files a real run writes, logged as a pyfunc; its run id."""
     files = folder / "run"
-    (files / "metrics").mkdir(parents=True)
+    (files / artifacts.SUMMARY).parent.mkdir(parents=True)
     model = build_model(config.backbone.name, config.arch, len(config.data.channels), config.image_size,
                         config.encoder_weights, config.batchnorm_momentum, config.preprocess.normalization)
-    (files / f"{config.artifact_stem}.json").write_text(model.to_json())
-    model.save_weights(str(files / f"{config.artifact_stem}.h5"))
-    (files / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    (files / "metrics" / "summary.json").write_text(json.dumps({"threshold": 0.5}))
+    (files / artifacts.architecture(config.backbone.name)).write_text(model.to_json())
+    model.save_weights(str(files / artifacts.weights(config.backbone.name)))
+    (files / artifacts.CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (files / artifacts.SUMMARY).write_text(json.dumps({"threshold": 0.5}))
     mlflow.set_tracking_uri(f"sqlite:///{folder}/mlflow.db")
     with mlflow.start_run() as run:
         log_pipeline_model(files, config, example)

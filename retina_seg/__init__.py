@@ -3,13 +3,17 @@
 segmentation_models 1.0.1 only works with Keras 2, so the legacy tf-keras stack must be selected
 before TensorFlow is first imported anywhere in the process; doing it here means users never have to.
 
+Importing the package sets only the environment: TensorFlow is imported by the modules that build or run a
+model, so `reconcile`, `upload`, `compare`, `server` and every `--help` start in about a second.
+
 The terminal stays quiet unless `verbose=true` is on the command line (or RETINA_SEG_VERBOSE=1):
 TensorFlow's C++ notices (oneDNN, CUDA stubs) are written through absl before its logging is
-initialised, which ignores TF_CPP_MIN_LOG_LEVEL, so TensorFlow is imported here with stderr
-pointed at /dev/null; segmentation_models prints a banner on stdout, which would break `--cfg job`.
-This runs before Hydra parses the command line, hence the look at sys.argv.
+initialised, which ignores TF_CPP_MIN_LOG_LEVEL, so wherever TensorFlow is first imported it is loaded
+with stderr pointed at /dev/null (`_QuietImports`); segmentation_models prints a banner on stdout, which
+would break `--cfg job`. This runs before Hydra parses the command line, hence the look at sys.argv.
 """
 
+import importlib.abc
 import os
 import sys
 from contextlib import contextmanager, redirect_stdout
@@ -28,36 +32,72 @@ __version__ = "0.1.0"
 
 
 @contextmanager
-def _stderr_to_devnull():
-    """Silence file descriptor 2 itself: C++ libraries write there directly, not through sys.stderr."""
+def _quiet():
+    """Silence file descriptor 2 itself (C++ libraries write there directly, not through sys.stderr) and
+    stdout; with `verbose`, stdout goes to stderr instead and nothing is silenced."""
+    if VERBOSE:
+        with redirect_stdout(sys.stderr):
+            yield
+        return
     sys.stderr.flush()
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     try:
-        yield
+        with open(os.devnull, "w") as sink, redirect_stdout(sink):
+            yield
     finally:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
 
 
-def _import_quietly() -> None:
-    import warnings
+class _QuietLoader(importlib.abc.Loader):
+    """The real loader of a noisy package, run inside `_quiet`; everything else is the real loader's."""
 
-    if VERBOSE:
-        with redirect_stdout(sys.stderr):
-            import segmentation_models  # noqa: F401
-        return
-    with _stderr_to_devnull(), open(os.devnull, "w") as sink, redirect_stdout(sink):
-        import segmentation_models  # noqa: F401  (imports TensorFlow)
-    import absl.logging
+    def __init__(self, loader):
+        self._loader = loader
 
-    absl.logging.set_verbosity(absl.logging.ERROR)
-    # the HDF5 format is the one that round-trips segmentation_models' models (see DESIGN.md)
-    warnings.filterwarnings("ignore", message="You are saving your model as an HDF5 file")
+    def __getattr__(self, name):
+        return getattr(self._loader, name)
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        with _quiet():
+            self._loader.exec_module(module)
+        if module.__name__ == "tensorflow" and not VERBOSE:
+            import warnings
+
+            import absl.logging
+
+            absl.logging.set_verbosity(absl.logging.ERROR)
+            # the HDF5 format is the one that round-trips segmentation_models' models (see DESIGN.md)
+            warnings.filterwarnings("ignore", message="You are saving your model as an HDF5 file")
 
 
-_import_quietly()
+class _QuietImports(importlib.abc.MetaPathFinder):
+    """Finds TensorFlow and segmentation_models as usual, whenever a module first imports them, and loads them
+    through `_QuietLoader`: importing this package stays light (the apps that never build a model never load
+    TensorFlow), and the first import anywhere still prints no start-up notices or banner."""
+
+    NOISY = ("tensorflow", "segmentation_models")
+
+    def find_spec(self, name, path=None, target=None):
+        if name not in self.NOISY:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                spec.loader = _QuietLoader(spec.loader)
+                return spec
+        return None
+
+
+if not any(isinstance(finder, _QuietImports) for finder in sys.meta_path):
+    sys.meta_path.insert(0, _QuietImports())
 
 
 def load_model(source, tracking_uri=None, trust=False):

@@ -4,6 +4,7 @@ codes as `python -m retina_seg.<app>` (2 for Hydra's own errors)."""
 
 from __future__ import annotations
 
+import functools
 import signal
 import sys
 import traceback
@@ -11,9 +12,30 @@ from importlib import import_module
 from typing import Callable
 
 import mlflow
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
+from hydra.types import RunMode
 
-from retina_seg.errors import USER_ERROR, sigterm_as_interrupt
+from retina_seg.errors import USER_ERROR, UserError, sigterm_as_interrupt
+
+
+def user_errors(task: Callable) -> Callable:
+    """Wrap an app's task function (below `@hydra.main`): a UserError becomes one `error: ` line per line of its
+    message and exit 2. In a multirun it is raised on, so that Hydra records the job as failed and the sweep
+    goes on. Hydra would otherwise print it as a crash and exit 1."""
+
+    @functools.wraps(task)
+    def wrapped(cfg):
+        try:
+            return task(cfg)
+        except UserError as exc:
+            for line in str(exc).splitlines() or [type(exc).__name__]:
+                print(f"error: {line}", file=sys.stderr)
+            if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+                raise
+            sys.exit(USER_ERROR)
+
+    return wrapped
 
 
 def run_app(main: Callable[[], object]) -> None:

@@ -11,7 +11,6 @@ With no selector: the most recent sweep of `tracking.experiment`.
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import hydra
@@ -22,11 +21,12 @@ from hydra.core.hydra_config import HydraConfig
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from retina_seg.cli import run_app
-from retina_seg.config import CompareConfig, ConfigError, validate
-from retina_seg.errors import USER_ERROR
+from retina_seg.cli import run_app, user_errors
+from retina_seg.config import CompareConfig, validate
+from retina_seg.errors import UserError
 from retina_seg.reporting.figures import PALETTE, epoch_axis, save_figure
 from retina_seg.reporting.report import comparison_sections, write_report
+from retina_seg.tracking import artifacts
 from retina_seg.tracking.runs import check_tracking, log_staged, tracked_run
 
 matplotlib.use("Agg")
@@ -45,7 +45,7 @@ RESULT_COLUMNS = {  # table column -> MLflow metric
 }
 
 
-class CompareError(ValueError):
+class CompareError(UserError):
     """Nothing to compare; the message says what was looked for."""
 
 
@@ -146,15 +146,16 @@ def compare(config: CompareConfig, workdir: Path) -> pd.DataFrame:
     client = MlflowClient(config.tracking.uri)
     runs, label = select_runs(client, config)
     table = comparison_table(client, runs, config.metric, config.ascending)
-    staging = workdir / "artifacts"
+    staging = artifacts.staging(workdir)
     staging.mkdir(parents=True, exist_ok=True)
-    table.to_csv(staging / "comparison.csv", index=False)
+    table.to_csv(staging / f"{artifacts.COMPARISON}.csv", index=False)
     markdown = table.drop(columns=["run_id"]).to_markdown(index=False, floatfmt=".4f")
-    (staging / "comparison.md").write_text(f"# {label}, sorted by {config.metric}\n\n{markdown}\n")
-    plot_metric_bars(table, config.metric, label, staging / "comparison_bar.png")
-    plot_validation_curves(client, table, label, staging / "validation_curves.png")
+    (staging / f"{artifacts.COMPARISON}.md").write_text(f"# {label}, sorted by {config.metric}\n\n{markdown}\n")
+    bars, curves = artifacts.COMPARISON_FIGURES
+    plot_metric_bars(table, config.metric, label, staging / bars)
+    plot_validation_curves(client, table, label, staging / curves)
     write_report(staging, f"Comparison of {label}",
-                 comparison_sections(table, label, config.metric, ["comparison_bar.png", "validation_curves.png"]))
+                 comparison_sections(table, label, config.metric, list(artifacts.COMPARISON_FIGURES)))
     best = table.iloc[0]
     print(f"{label}: {len(table)} run(s), sorted by {config.metric}\n\n{markdown}\n")
     print(f"best: run {best['run_id']} ({best['config']}) {config.metric}={best[config.metric]:.4f}")
@@ -167,12 +168,9 @@ def compare(config: CompareConfig, workdir: Path) -> pd.DataFrame:
 
 
 @hydra.main(config_path="conf/apps/compare", config_name="compare", version_base="1.3")
+@user_errors
 def main(cfg: DictConfig) -> None:
-    try:
-        compare(validate(cfg), Path(HydraConfig.get().runtime.output_dir))
-    except (ConfigError, CompareError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(USER_ERROR)
+    compare(validate(cfg), Path(HydraConfig.get().runtime.output_dir))
 
 
 if __name__ == "__main__":

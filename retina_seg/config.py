@@ -10,11 +10,14 @@ import math
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Dict, List, Mapping
+from typing import Any, Dict, List, Mapping, Sequence
 from urllib.parse import urlsplit
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from retina_seg.errors import UserError
 
 _SOURCE = Path(__file__).resolve().parents[1]
 # A source checkout keeps its MLflow store, data cache and git commit in the project folder; an installed
@@ -23,7 +26,7 @@ PROJECT_ROOT = _SOURCE if (_SOURCE / "pyproject.toml").is_file() else Path.cwd()
 CONF_DIR = Path(__file__).resolve().parent / "conf"  # ships in the wheel; in a checkout a link to the top-level conf/
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config value that cannot work; the message names the key and what was expected."""
 
 
@@ -76,6 +79,11 @@ class InferenceMode(Enum):
 class Mode(Enum):
     min = "min"
     max = "max"
+
+
+class Rescale(Enum):
+    fov = "fov"  # scale each photograph so its FOV is as wide as the training images' (median), then back
+    none = "none"  # predict at the photograph's own resolution (capped at data.max_side)
 
 
 def _require(ok: bool, key: str, expected: str, value: Any) -> None:
@@ -252,6 +260,9 @@ class InferenceConfig:
     jit_compile: bool = False  # XLA-compile the forward pass
     fov_mask: bool = True  # zero predictions outside the field of view derived from the image's red channel
     precision: str = "auto"  # as trainer.precision, for evaluate, predict and the served model
+    # fov: a photograph whose field of view is more than 10% wider or narrower than the training images' is
+    # predicted at the training scale and its probabilities scaled back (another camera's photographs)
+    rescale: Rescale = Rescale.fov
 
     def __post_init__(self) -> None:
         _require(self.precision in PRECISIONS, "inference.precision", f"one of {', '.join(PRECISIONS)}",
@@ -347,16 +358,6 @@ class Config:
             values = getattr(self.loss, key)
             _require(not values or len(values) == len(channels), f"loss.{key}",
                      f"empty or one weight per channel {channels}", values)
-
-    @property
-    def artifact_stem(self) -> str:
-        """The artifact name contract: `<BACKBONE>_Retinal`."""
-        return f"{self.backbone.name}_Retinal"
-
-
-class Rescale(Enum):
-    fov = "fov"  # scale each target image so its FOV width matches the training set's median FOV width
-    none = "none"  # evaluate target images at their native resolution
 
 
 class ThresholdRule(Enum):
@@ -517,13 +518,32 @@ def validate(cfg: DictConfig) -> Config:
         raise ConfigError(f"{missing[0]} is required: set it on the command line, e.g. {missing[0]}=<value>")
     try:
         return OmegaConf.to_object(cfg)
-    except ConfigError:
-        raise
-    except Exception as exc:  # omegaconf wraps errors raised inside dataclass constructors
+    except OmegaConfBaseException as exc:  # a wrong type or value, or a range check wrapped by omegaconf
         cause = exc.__cause__ or exc.__context__
         if isinstance(cause, ConfigError):
             raise cause from None
         raise ConfigError(str(exc).splitlines()[0]) from exc
+
+
+def inference_in_force(trained: InferenceConfig, overrides: Sequence[str]) -> tuple[InferenceConfig, List[str]]:
+    """A run's own inference settings (what its recipe measured) with the `inference.<key>=<value>` overrides
+    of this command line on top, and the keys those overrides set."""
+    dotlist = [o.lstrip("+") for o in overrides if o.lstrip("+").startswith("inference.")]
+    given = [o.split("=", 1)[0].removeprefix("inference.") for o in dotlist]
+    merged = OmegaConf.merge(OmegaConf.structured(trained),
+                             OmegaConf.from_dotlist([o.removeprefix("inference.") for o in dotlist]))
+    try:
+        return OmegaConf.to_object(merged), given
+    except OmegaConfBaseException as exc:
+        cause = exc.__cause__ or exc.__context__
+        raise (cause if isinstance(cause, ConfigError) else ConfigError(str(exc).splitlines()[0])) from None
+
+
+def describe_inference(settings: InferenceConfig, given: Sequence[str]) -> str:
+    """One line for the terminal: every inference setting in force, marked where the command line set it."""
+    shown = [f"{key}={_shown(getattr(settings, key))}{' (command line)' if key in given else ''}"
+             for key in ("mode", "flip_tta", "precision", "rescale", "fov_mask", "stride", "batch_size")]
+    return "inference settings (the run's own unless marked): " + ", ".join(shown)
 
 
 def refuse_overridden_smoke_trainer(trainer: DictConfig, choices: Mapping[str, Any], overrides: List[str]) -> None:

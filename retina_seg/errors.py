@@ -15,6 +15,12 @@ USER_ERROR = 2
 SERVER_LOST = 3  # the tracking server stayed away: the run's files wait locally for `retina_seg.upload`
 
 
+class UserError(Exception):
+    """Something the user can fix: a config value, a data file, a run id, a folder, a store. Every app prints
+    each line of the message after `error: ` and exits 2 (`cli.user_errors`); anything else is a bug and keeps
+    its traceback and exit 1."""
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM; `signum` says which (a command exits 128 + signum)."""
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 
 import hydra
@@ -24,7 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from retina_seg.cli import run_app
+from retina_seg.cli import run_app, user_errors
 from retina_seg.config import (
     Config,
     ConfigError,
@@ -39,13 +38,13 @@ from retina_seg.config import (
 )
 from retina_seg.data.adapters import ADAPTERS, OFFICIAL_TEST
 from retina_seg.data.folds import split_record
-from retina_seg.data.loading import DataError, list_samples, load_splits
+from retina_seg.data.loading import list_samples, load_splits
 from retina_seg.data.scale import median_fov_width, rescale_to_fov
-from retina_seg.errors import USER_ERROR
 from retina_seg.evaluation.cross_dataset import pivot_markdown, write_cross_dataset
 from retina_seg.evaluation.scoring import evaluate_model, log_summary
 from retina_seg.reporting.report import run_sections, write_report
-from retina_seg.tracking.reload import LoggedModel, ModelSourceError, find_run, load_logged_model
+from retina_seg.tracking import artifacts
+from retina_seg.tracking.reload import LoggedModel, find_run, load_logged_model
 from retina_seg.tracking.runs import check_tracking, log_staged, tracked_run
 
 log = logging.getLogger(__name__)
@@ -66,11 +65,12 @@ def reevaluate(config: EvaluateConfig, workdir: Path, own_data: bool) -> dict:
     samples = list_samples(data, seed)  # once: an IDRiD copy without its test set says so once
     splits = load_splits(data, trained.preprocess, seed, samples, config.cache_dir)
     if not own_data:
-        return evaluate_logged(logged, run_id, data, samples, splits, config, workdir / "artifacts",
+        return evaluate_logged(logged, run_id, data, samples, splits, config, artifacts.staging(workdir),
                                {"threshold_rule": config.threshold.value}, **other_data_thresholds(logged, config))
     # a fold ensemble's folds trained on its own validation images: keep the threshold it was logged with
     thresholds = logged.thresholds if len(logged.models) > 1 else None
-    return evaluate_logged(logged, run_id, data, samples, splits, config, workdir / "artifacts", thresholds=thresholds)
+    return evaluate_logged(logged, run_id, data, samples, splits, config, artifacts.staging(workdir),
+                           thresholds=thresholds)
 
 
 def other_data_thresholds(logged: LoggedModel, config: EvaluateConfig) -> dict:
@@ -117,7 +117,7 @@ def evaluate_logged(logged: LoggedModel, run_id: str, data: DataConfig, samples:
             "backbone": trained.backbone.name, "arch": trained.arch.name.value}
     observers = {s.image.stem: s.second for s in samples if s.second}
     staging.mkdir(parents=True, exist_ok=True)
-    (staging / "split.json").write_text(json.dumps(split_record(samples), indent=1))
+    (staging / artifacts.SPLIT).write_text(json.dumps(split_record(samples), indent=1))
     with tracked_run(config.tracking, staging, tags, experiment_id=logged.experiment_id) as run:
         mlflow.log_params({"evaluated_run_id": run_id, "data.name": data.name, "data.root": data.root,
                            "inference.stride": predictor.stride, "inference.flip_tta": config.inference.flip_tta,
@@ -145,7 +145,7 @@ def target_data(name: str, roots: dict) -> DataConfig:
 
 def training_fov_width(logged: LoggedModel, run_id: str, uri: str) -> float:
     """The training set's median FOV width: logged with the run, else measured on its training images."""
-    logged_width = MlflowClient(uri).get_run(run_id).data.metrics.get("fov_width_px")
+    logged_width = logged.fov_width or MlflowClient(uri).get_run(run_id).data.metrics.get(artifacts.FOV_WIDTH)
     if logged_width:
         return logged_width
     trained = logged.config
@@ -192,13 +192,13 @@ def cross_dataset(config: EvaluateConfig, workdir: Path) -> pd.DataFrame:
             rescaled = {split: rescale_to_fov(arrays, width) for split, arrays in splits.items()}
             splits = {split: arrays for split, (arrays, _) in rescaled.items()}
             row["scale"] = rescaled["test"][1]
-        staging = workdir / f"{run_id[:8]}-{name}" / "artifacts"
+        staging = artifacts.staging(workdir / f"{run_id[:8]}-{name}")
         summary = evaluate_logged(logged, run_id, data, listed[name], splits, config, staging,
                                   {"rescale": config.rescale.value, "rescale_factor": row["scale"],
                                    "threshold_rule": config.threshold.value}, **other_data_thresholds(logged, config))
         rows.append({**row, **summary})
     table = pd.DataFrame(rows)
-    staging = workdir / "artifacts"
+    staging = artifacts.staging(workdir)
     write_cross_dataset(table, staging, config.threshold.value)
     experiment_id = pairs[0][1].experiment_id
     with tracked_run(config.tracking, staging, {"cross_dataset": ",".join(config.targets)},
@@ -210,21 +210,18 @@ def cross_dataset(config: EvaluateConfig, workdir: Path) -> pd.DataFrame:
 
 
 @hydra.main(config_path="conf", config_name="evaluate", version_base="1.3")
+@user_errors
 def main(cfg: DictConfig) -> float:
     hydra_config = HydraConfig.get()
     # without data=... / data.*=... on the command line, evaluate on the run's own dataset and split
     own_data = not any(o.lstrip("+~").startswith(("data=", "data.")) for o in hydra_config.overrides.task)
     workdir = Path(hydra_config.runtime.output_dir)
-    try:
-        config = validate(cfg)
-        if config.targets:
-            table = cross_dataset(config, workdir)
-            print(pivot_markdown(table, "test_f1", f"test F1 at the {config.threshold.value} threshold"))
-            return float(table["test_f1"].mean())
-        return reevaluate(config, workdir, own_data)["test_f1"]
-    except (ConfigError, DataError, ModelSourceError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(USER_ERROR)
+    config = validate(cfg)
+    if config.targets:
+        table = cross_dataset(config, workdir)
+        print(pivot_markdown(table, "test_f1", f"test F1 at the {config.threshold.value} threshold"))
+        return float(table["test_f1"].mean())
+    return reevaluate(config, workdir, own_data)["test_f1"]
 
 
 if __name__ == "__main__":

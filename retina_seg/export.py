@@ -8,34 +8,29 @@ preprocessing, window, stride, flips, field of view, thresholds and class names.
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from retina_seg.cli import run_app
-from retina_seg.config import ConfigError, ExportConfig, validate
-from retina_seg.errors import USER_ERROR
-from retina_seg.serve.export import ExportError, export_network
-from retina_seg.tracking.reload import ModelSourceError, load_logged_model
+from retina_seg.cli import run_app, user_errors
+from retina_seg.config import ExportConfig, validate
+from retina_seg.serve.export import export_network
+from retina_seg.tracking.reload import load_logged_model
 from retina_seg.tracking.runs import check_tracking
 
 log = logging.getLogger(__name__)
 
 
 @hydra.main(config_path="conf", config_name="export", version_base="1.3")
+@user_errors
 def main(cfg: DictConfig) -> None:
-    try:
-        config: ExportConfig = validate(cfg)
-        if config.run_id:
-            check_tracking(config.tracking)
-        source = config.run_id or config.model
-        logged = load_logged_model(source, config.tracking.uri, trust=config.trust_model)
-        written = export_network(logged, config.format, Path(config.output), source, config.opset, config.precision)
-    except (ConfigError, ModelSourceError, ExportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(USER_ERROR)
+    config: ExportConfig = validate(cfg)
+    if config.run_id:
+        check_tracking(config.tracking)
+    source = config.run_id or config.model
+    logged = load_logged_model(source, config.tracking.uri, trust=config.trust_model)
+    written = export_network(logged, config.format, Path(config.output), source, config.opset, config.precision)
     print(f"wrote {written} and {written.parent / 'inference.json'}")
 
 

@@ -14,20 +14,21 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import hydra
 import numpy as np
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from retina_seg.cli import run_app
+from retina_seg.cli import run_app, user_errors
 from retina_seg.config import ConfigError, PredictConfig, validate
 from retina_seg.data.adapters import IMAGE_SUFFIXES
 from retina_seg.data.loading import DataError, read_image
-from retina_seg.errors import USER_ERROR
 from retina_seg.reporting.figures import overlay
-from retina_seg.tracking.reload import ModelSourceError, load_segmenter
+from retina_seg.tracking.reload import load_segmenter
 from retina_seg.tracking.runs import check_tracking
 
 log = logging.getLogger(__name__)
@@ -51,13 +52,14 @@ def _write(path: Path, pixels: np.ndarray) -> None:
         raise OSError(f"could not write {path}")
 
 
-def predict_folder(config: PredictConfig) -> tuple[list[Path], list[str]]:
-    """Predict every input; returns (images written, 'file: reason' for each skipped input)."""
+def predict_folder(config: PredictConfig, overrides: Sequence[str] = ()) -> tuple[list[Path], list[str]]:
+    """Predict every input with the run's own inference settings under the command line's `inference.*`
+    `overrides`; returns (images written, 'file: reason' for each skipped input)."""
     inputs = list_inputs(Path(config.input))
     if config.run_id:
         check_tracking(config.tracking)
     segmenter = load_segmenter(config.run_id or config.model, config.tracking.uri, trust=config.trust_model,
-                               inference=config.inference, fallback=config)
+                               overrides=overrides, fallback=config)
     channels = segmenter.channels
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -68,7 +70,10 @@ def predict_folder(config: PredictConfig) -> tuple[list[Path], list[str]]:
         except DataError as exc:
             skipped.append(str(exc))
             continue
-        prob = segmenter.probabilities(image)
+        prob, scale = segmenter.predict(image)
+        if scale != 1:
+            log.info("%s: field of view %s the training images': seen at %.3fx its size", path.name,
+                     "wider than" if scale < 1 else "narrower than", scale)
         masks = segmenter.masks(prob)
         stem = path.name.split(".")[0]
         for c, name in enumerate(channels):
@@ -81,18 +86,14 @@ def predict_folder(config: PredictConfig) -> tuple[list[Path], list[str]]:
 
 
 @hydra.main(config_path="conf", config_name="predict", version_base="1.3")
+@user_errors
 def main(cfg: DictConfig) -> int:
-    try:
-        done, skipped = predict_folder(validate(cfg))
-    except (ConfigError, DataError, ModelSourceError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(USER_ERROR)
+    done, skipped = predict_folder(validate(cfg), HydraConfig.get().overrides.task)
     for reason in skipped:
         print(f"skipped: {reason}", file=sys.stderr)
     log.info("wrote predictions for %d image(s) to %s; skipped %d", len(done), cfg.output, len(skipped))
     if not done:
-        print("error: no input image could be read", file=sys.stderr)
-        sys.exit(USER_ERROR)  # bad input files, like the other data errors
+        raise DataError(f"input='{cfg.input}': no image could be read")  # bad input files, like other data errors
     return len(done)
 
 

@@ -8,27 +8,21 @@ registry and points the alias `alias` (default `champion`) at it. Serve it with
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
-from retina_seg.cli import run_app
-from retina_seg.config import ConfigError, PromoteConfig, validate
-from retina_seg.errors import USER_ERROR
-from retina_seg.serve.registry import PromoteError, promote
+from retina_seg.cli import run_app, user_errors
+from retina_seg.config import PromoteConfig, validate
+from retina_seg.serve.registry import promote
 from retina_seg.tracking.runs import check_tracking
 
 
 @hydra.main(config_path="conf", config_name="promote", version_base="1.3")
+@user_errors
 def main(cfg: DictConfig) -> None:
-    try:
-        config: PromoteConfig = validate(cfg)
-        check_tracking(config.tracking)
-        done = promote(config)
-    except (ConfigError, PromoteError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(USER_ERROR)
+    config: PromoteConfig = validate(cfg)
+    check_tracking(config.tracking)
+    done = promote(config)
     uri = f"models:/{config.model_name}@{config.alias}"
     print(f"{config.model_name} version {done.version} is run {done.run.info.run_id} ({config.metric}="
           f"{done.value:.4f}, the best of sweep {config.sweep}); {uri} points at it. Serve it with\n"

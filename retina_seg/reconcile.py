@@ -8,15 +8,12 @@ host's runs when it starts.
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from retina_seg.cli import run_app
+from retina_seg.cli import run_app, user_errors
 from retina_seg.config import ConfigError, ReconcileConfig, validate
-from retina_seg.errors import USER_ERROR
 from retina_seg.tracking.recovery import reconcile
 from retina_seg.tracking.runs import check_tracking
 
@@ -36,12 +33,9 @@ def reconcile_store(config: ReconcileConfig) -> list[str]:
 
 
 @hydra.main(config_path="conf", config_name="reconcile", version_base="1.3")
+@user_errors
 def main(cfg: DictConfig) -> None:
-    try:
-        changes = reconcile_store(validate(cfg))
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(USER_ERROR)
+    changes = reconcile_store(validate(cfg))
     print("\n".join(changes) if changes else "reconcile: every RUNNING run still has its process; nothing changed")
 
 

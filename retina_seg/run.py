@@ -31,12 +31,11 @@ from hydra.types import RunMode
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from retina_seg.cli import interrupted, run_app
+from retina_seg.cli import interrupted, run_app, user_errors
 from retina_seg.config import Config, ConfigError, Sampling, Task, refuse_overridden_smoke_trainer, validate
 from retina_seg.data.augment import build_augmentation
 from retina_seg.data.folds import fold_samples, plan_folds, split_record
 from retina_seg.data.loading import (
-    DataError,
     capped_size,
     list_samples,
     load_splits,
@@ -46,7 +45,7 @@ from retina_seg.data.loading import (
 )
 from retina_seg.data.pipeline import training_dataset, validation_set
 from retina_seg.data.scale import median_fov_width
-from retina_seg.errors import INTERNAL_ERROR, SERVER_LOST, USER_ERROR, sigterm_as_interrupt
+from retina_seg.errors import INTERNAL_ERROR, SERVER_LOST, sigterm_as_interrupt
 from retina_seg.evaluation.crossval import (
     fold_statistics,
     fold_table,
@@ -63,6 +62,7 @@ from retina_seg.model.precision import resolve as resolve_precision
 from retina_seg.reporting.figures import plot_history
 from retina_seg.reporting.report import cv_sections, run_sections, write_report
 from retina_seg.serve.pyfunc import log_pipeline_model
+from retina_seg.tracking import artifacts
 from retina_seg.tracking.outbox import Outbox, ServerLost
 from retina_seg.tracking.preflight import preflight
 from retina_seg.tracking.recovery import fetch_checkpoint, reconcile, resumed_config
@@ -132,18 +132,18 @@ def train_run(cfg: DictConfig, config: Config, splits: dict, split: dict, observ
     log.info("data %s: %s; %d replica(s); precision %s (%s)", config.data.name,
              {s: len(a) for s, a in splits.items()}, strategy.num_replicas_in_sync, precision.name, precision.reason)
 
-    staging = workdir / "artifacts"
+    staging = artifacts.staging(workdir)
     staging.mkdir(parents=True, exist_ok=True)
-    stem = config.artifact_stem
-    (staging / f"{stem}.json").write_text(at_precision(model.to_json(), "32"))  # reloads at any precision
-    (staging / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))  # what `resume=` reads back
-    (staging / "split.json").write_text(json.dumps(split, indent=1))
+    backbone = config.backbone.name
+    (staging / artifacts.architecture(backbone)).write_text(at_precision(model.to_json(), "32"))  # any precision
+    (staging / artifacts.CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))  # what `resume=` reads back
+    (staging / artifacts.SPLIT).write_text(json.dumps(split, indent=1))
     if augmentation is not None:  # the resolved pipeline, every argument spelled out
-        A.save(augmentation, str(staging / "augmentation.yaml"), data_format="yaml")
-    outputs = FitOutputs(weights=staging / f"{stem}.h5", history=staging / f"{stem}.csv")
+        A.save(augmentation, str(staging / artifacts.AUGMENTATION), data_format="yaml")
+    outputs = FitOutputs(weights=staging / artifacts.weights(backbone), history=staging / artifacts.history(backbone))
     done = None
     if config.resume:
-        done = fetch_checkpoint(MlflowClient(config.tracking.uri), config.resume, stem, staging)
+        done = fetch_checkpoint(MlflowClient(config.tracking.uri), config.resume, backbone, staging)
         model.load_weights(str(outputs.weights))
         log.info("resuming run %s after epoch %d", config.resume, len(done))
 
@@ -156,7 +156,6 @@ def train_run(cfg: DictConfig, config: Config, splits: dict, split: dict, observ
                                "trainer.replicas": strategy.num_replicas_in_sync,
                                "trainer.precision_used": precision.name, "trainer.precision_reason": precision.reason})
             log_dataset(config.data.name, config.data.root, {split: arrays.names for split, arrays in splits.items()})
-        outbox.log_metrics({"fov_width_px": median_fov_width(splits["train"])})  # the scale cross-dataset tests match
         outbox.log_artifacts(staging)  # architecture and config first: with a checkpoint they make a resumable run
         batch = config.trainer.batch_size
         steps = config.trainer.steps_per_epoch or math.ceil(len(splits["train"]) / batch)
@@ -175,13 +174,15 @@ def train_run(cfg: DictConfig, config: Config, splits: dict, split: dict, observ
         # the share of this session's training time spent validating: what validation_windows trades for steps
         validating = history["validation_seconds"].iloc[0 if done is None else len(done):].sum()
         outbox.log_metrics({"train_seconds": seconds, "validation_share": validating / seconds})
-        plot_history(history, staging / "curves.png")
+        plot_history(history, staging / artifacts.CURVES)
 
         predictor = Predictor(model, config.image_size, config.data.sampling, config.inference,
                               max_side=config.data.max_side)
         mlflow.log_params({"inference.precision_used": predictor.precision.name})
+        # the scale photographs from other cameras are matched to (inference.rescale=fov), kept with the model
+        scale = {artifacts.FOV_WIDTH: median_fov_width(splits["train"])}
         summary = evaluate_model(predictor, evaluated(splits, config.trainer.evaluation_images), channels, staging,
-                                 second=observers, lesions=config.data.task is Task.lesions)
+                                 second=observers, lesions=config.data.task is Task.lesions, extra=scale)
         log_summary(summary, outbox.log_metrics)
         write_report(staging, f"{name} ({run.info.run_id})", run_sections(staging, cfg))
         outbox.log_artifacts(staging)
@@ -204,19 +205,19 @@ def run_folds(cfg: DictConfig, config: Config, samples: list, observers: dict, w
     decoded = load_splits(config.data, config.preprocess, config.seed, folds[0], config.cache_dir)
     fold_splits = [regroup(decoded, fold, config.data) for fold in folds]
     example = example_photograph(samples)
-    staging = workdir / "artifacts"
+    staging = artifacts.staging(workdir)
     staging.mkdir(parents=True, exist_ok=True)
-    (staging / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (staging / artifacts.CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
     record = {"folds": plan.folds, "seed": config.seed, "official_test": plan.official_test,
               "held_out_fold_is": "val" if plan.official_test else "test",
               "subgroups": {s.image.stem: s.subgroup for s in samples if s.subgroup},
               "splits": [split_record(fold) for fold in folds]}
-    (staging / "cv_split.json").write_text(json.dumps(record, indent=1))
+    (staging / artifacts.CV_SPLIT).write_text(json.dumps(record, indent=1))
     channels = config.data.channels
+    scale = {artifacts.FOV_WIDTH: median_fov_width(decoded["train"])}  # as each fold run keeps its own
     with tracked_run(config.tracking, staging, {**tags, **sweep_tags, "cv_folds": str(plan.folds)},
                      run_name=f"{name}-cv{plan.folds}") as run:
         mlflow.log_params(run_params(config, OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
-        mlflow.log_metric("fov_width_px", median_fov_width(decoded["train"]))
         results = [train_run(cfg, config, fold_splits[k], record["splits"][k], observers, workdir / f"fold{k}",
                              {**tags, "cv_fold": str(k)}, f"{name}-fold{k}", example, nested=True)
                    for k in range(plan.folds)]
@@ -229,10 +230,10 @@ def run_folds(cfg: DictConfig, config: Config, samples: list, observers: dict, w
             ensemble = EnsemblePredictor([Predictor(r.model, config.image_size, config.data.sampling, config.inference)
                                           for r in results])
             summary = evaluate_model(ensemble, evaluated(fold_splits[0], config.trainer.evaluation_images), channels,
-                                     staging, thresholds, observers)
+                                     staging, thresholds, observers, extra=scale)
         else:
-            summary = out_of_fold([workdir / f"fold{k}" / "artifacts" for k in range(plan.folds)], channels,
-                                  thresholds, staging)
+            summary = out_of_fold([artifacts.staging(workdir / f"fold{k}") for k in range(plan.folds)], channels,
+                                  thresholds, staging, scale)
         log_summary(summary)
         mlflow.log_metrics({k: v for k, v in fold_statistics(table).items() if math.isfinite(v)})
         objective = float(table["objective"].mean())
@@ -241,7 +242,7 @@ def run_folds(cfg: DictConfig, config: Config, samples: list, observers: dict, w
                      cv_sections(staging, cfg))
         log_staged(staging)
         log_pipeline_model(staging, config, example,  # the served fold ensemble
-                           folds=[workdir / f"fold{k}" / "artifacts" for k in range(plan.folds)])
+                           folds=[artifacts.staging(workdir / f"fold{k}") for k in range(plan.folds)])
     log.info("cross-validation run %s: test F1 %.4f +- %.4f over %d folds", run.info.run_id, table["test_f1"].mean(),
              table["test_f1"].std(ddof=1), plan.folds)
     return JobResult(run_id=run.info.run_id, model=None, metrics=summary, objective=objective)
@@ -291,6 +292,7 @@ def limit_threads(hydra_config) -> None:
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
+@user_errors
 def main(cfg: DictConfig) -> float:
     hydra_config = HydraConfig.get()
     multirun = hydra_config.mode == RunMode.MULTIRUN
@@ -300,22 +302,12 @@ def main(cfg: DictConfig) -> float:
         refuse_overridden_smoke_trainer(cfg.trainer, hydra_config.runtime.choices, list(hydra_config.overrides.task))
         return run_job(cfg, Path(hydra_config.runtime.output_dir), sweep_tags(hydra_config),
                        list(hydra_config.overrides.task)).objective
-    except (ConfigError, DataError) as exc:
-        for line in str(exc).splitlines():
-            print(f"error: {line}", file=sys.stderr)
+    except (TrainingDiverged, ServerLost) as exc:
+        failed = f"run {mlflow.last_active_run().info.run_id} FAILED: " if isinstance(exc, TrainingDiverged) else ""
+        print(f"error: {failed}{exc}", file=sys.stderr)
         if multirun:
             raise  # Hydra records the job as failed and the sweep goes on
-        sys.exit(USER_ERROR)
-    except TrainingDiverged as exc:
-        print(f"error: run {mlflow.last_active_run().info.run_id} FAILED: {exc}", file=sys.stderr)
-        if multirun:
-            raise
-        sys.exit(INTERNAL_ERROR)
-    except ServerLost as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        if multirun:
-            raise
-        sys.exit(SERVER_LOST)
+        sys.exit(SERVER_LOST if isinstance(exc, ServerLost) else INTERNAL_ERROR)
     except KeyboardInterrupt as exc:
         sys.exit(interrupted(exc))
 

@@ -7,15 +7,12 @@ and `tracking=server`.
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
-from retina_seg.cli import run_app
-from retina_seg.config import ConfigError, ServerAction, ServerConfig, validate
-from retina_seg.errors import USER_ERROR
-from retina_seg.team_server import ADMIN, ServerError, TeamServer
+from retina_seg.cli import run_app, user_errors
+from retina_seg.config import ServerAction, ServerConfig, validate
+from retina_seg.team_server import ADMIN, TeamServer
 
 
 def describe(server: TeamServer) -> str:
@@ -31,19 +28,16 @@ def describe(server: TeamServer) -> str:
 
 
 @hydra.main(config_path="conf/apps/server", config_name="server", version_base="1.3")
+@user_errors
 def main(cfg: DictConfig) -> None:
-    try:
-        config: ServerConfig = validate(cfg)
-        server = TeamServer(config)
-        if config.action is ServerAction.stop:
-            server.stop()
-            print(f"stopped the tracking server and PostgreSQL of {server.folder}")
-        else:
-            server.start()
-            print(describe(server))
-    except (ConfigError, ServerError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(USER_ERROR)
+    config: ServerConfig = validate(cfg)
+    server = TeamServer(config)
+    if config.action is ServerAction.stop:
+        server.stop()
+        print(f"stopped the tracking server and PostgreSQL of {server.folder}")
+    else:
+        server.start()
+        print(describe(server))
 
 
 if __name__ == "__main__":

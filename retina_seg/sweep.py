@@ -16,7 +16,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict
 
-from retina_seg.config import ConfigError, refuse_overridden_smoke_trainer, validate
+from retina_seg.config import refuse_overridden_smoke_trainer, validate
+from retina_seg.errors import USER_ERROR, UserError
 from retina_seg.tracking.runs import check_tracking, ensure_experiment
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,8 @@ class ValidateSweep(Callback):
                 job = validate(composed)
             check_tracking(job.tracking)
             ensure_experiment(job.tracking)
-        except ConfigError as exc:
+        except UserError as exc:
             values = " ".join(o for o in overrides if o.lstrip("+~").split("=")[0] in swept)
             print(f"error: sweep job {values}: {exc}", file=sys.stderr)
-            sys.exit(2)
+            sys.exit(USER_ERROR)
         log.info("sweep: %d job(s) checked", len(jobs))

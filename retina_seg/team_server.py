@@ -22,13 +22,14 @@ import urllib.request
 from pathlib import Path
 
 from retina_seg.config import ServerConfig
+from retina_seg.errors import UserError
 
 DB_ROLE = "mlflow"
 DB_NAMES = ("mlflow", "mlflow_auth")  # runs, metrics, registry / accounts of the basic-auth app
 ADMIN = "admin"
 
 
-class ServerError(RuntimeError):
+class ServerError(UserError):
     """The server cannot be started or stopped; the message says why and what to do."""
 
 

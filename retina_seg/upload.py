@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 
 import hydra
@@ -18,9 +17,9 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from retina_seg.cli import run_app
+from retina_seg.cli import run_app, user_errors
 from retina_seg.config import ConfigError, TrackingConfig, UploadConfig, validate
-from retina_seg.errors import USER_ERROR
+from retina_seg.tracking import artifacts
 from retina_seg.tracking.outbox import METRICS_FILE, RUN_FILE
 from retina_seg.tracking.runs import check_tracking
 
@@ -47,26 +46,23 @@ def upload(config: UploadConfig) -> str:
                        for row in csv.DictReader(file)]
     for start in range(0, len(metrics), BATCH):
         client.log_batch(run_id, metrics=metrics[start:start + BATCH])
-    artifacts = Path(config.folder) / "artifacts"
-    files = [p for p in artifacts.rglob("*") if p.is_file()] if artifacts.is_dir() else []
+    staged = artifacts.staging(Path(config.folder))
+    files = [p for p in staged.rglob("*") if p.is_file()] if staged.is_dir() else []
     if files:
-        client.log_artifacts(run_id, str(artifacts))
-    if (offline / "model").is_dir():
-        client.log_artifacts(run_id, str(offline / "model"), "model")
+        client.log_artifacts(run_id, str(staged))
+    if (offline / artifacts.MODEL).is_dir():
+        client.log_artifacts(run_id, str(offline / artifacts.MODEL), artifacts.MODEL)
     client.set_terminated(run_id, "FINISHED")
     done = f"run {run_id} at {uri}: {len(metrics)} metric values, {len(files)} files" + \
-        (" and the model" if (offline / "model").is_dir() else "") + " uploaded; run FINISHED"
+        (" and the model" if (offline / artifacts.MODEL).is_dir() else "") + " uploaded; run FINISHED"
     (offline / DONE_FILE).write_text(done)
     return done
 
 
 @hydra.main(config_path="conf/apps/upload", config_name="upload", version_base="1.3")
+@user_errors
 def main(cfg: DictConfig) -> None:
-    try:
-        print(upload(validate(cfg)))
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(USER_ERROR)
+    print(upload(validate(cfg)))
 
 
 if __name__ == "__main__":

@@ -92,7 +92,7 @@ def test_cross_dataset_threshold_is_the_runs_own_unless_target_is_asked(trained,
     config = validate(compose_config(["data=drive", f"data.root={drive}"]))
     test = load_splits(config.data, config.preprocess, config.seed)["test"]
     predict_folder(predict_config(tmp, f"run_id={result.run_id}", f"input={drive / 'test' / 'images'}",
-                                  f"output={tmp_path / 'p'}", "inference.fov_mask=false"))
+                                  f"output={tmp_path / 'p'}"), ["inference.fov_mask=false"])
     logged = sorted((tmp_path / "s").glob("*-drive/artifacts/examples/*_errors.png"))
     assert [p.name for p in logged] == ["01_test_errors.png", "02_test_errors.png", "03_test_errors.png"]
     for index, errors in enumerate(logged):
@@ -180,7 +180,8 @@ def test_predict_cli_reports_skips_and_exit_codes(trained, tmp_path):
     (tmp_path / "unreadable" / "broken.png").write_bytes((inputs / "broken.png").read_bytes())
     done = run_cli("retina_seg.predict", [f"run_id={result.run_id}", f"input={tmp_path}/unreadable",
                                           f"output={tmp_path}/out3", *isolate(tmp)[:2]], tmp_path)
-    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1] == "error: no input image could be read"
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == f"error: input='{tmp_path / 'unreadable'}': no image could be read"
 
 
 def test_unknown_run_id_and_run_without_model(trained, tmp_path):

@@ -7,6 +7,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from retina_seg.config import CONF_DIR, Arch, Config, ConfigError, refuse_overridden_smoke_trainer, validate
+from retina_seg.tracking import artifacts
 from tests.conftest import compose_config
 
 GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir())
@@ -34,7 +35,7 @@ def test_defaults():
     assert (config.backbone.name, config.arch.name, config.data.name) == ("resnet34", Arch.unet, "synthetic")
     assert config.encoder_weights is None
     assert config.tracking.uri.startswith("sqlite:////") and config.tracking.uri.endswith("/mlflow.db")
-    assert config.artifact_stem == "resnet34_Retinal"
+    assert artifacts.weights(config.backbone.name) == "resnet34_Retinal.h5"
 
 
 def test_overrides_reach_the_typed_config():
@@ -70,6 +71,32 @@ def test_bad_values_raise_one_clear_line(overrides, message):
 def test_unknown_keys_options_and_types_fail_at_composition(overrides):
     with pytest.raises(ConfigCompositionException):
         compose_config(overrides)
+
+
+def test_a_bug_in_a_range_check_is_not_reported_as_a_config_error():
+    """Only omegaconf's own errors and ConfigError are the user's; anything else is a bug and keeps its type."""
+    from dataclasses import dataclass
+
+    from omegaconf import OmegaConf
+
+    @dataclass
+    class Broken:
+        size: int = 3
+
+        def __post_init__(self) -> None:
+            raise ZeroDivisionError("a bug, not a config value")
+
+    @dataclass
+    class Checked:
+        size: int = 3
+
+        def __post_init__(self) -> None:
+            raise ConfigError("size=3 is invalid: expected 4")
+
+    with pytest.raises(ZeroDivisionError):
+        validate(OmegaConf.structured(Broken))
+    with pytest.raises(ConfigError, match=r"^size=3 is invalid: expected 4$"):
+        validate(OmegaConf.structured(Checked))
 
 
 EXPERIMENTS = [option for group, option in OPTIONS if group == "experiment"]

@@ -82,9 +82,9 @@ def test_the_parent_run_id_predicts_with_the_mean_of_the_folds(cv_run, tmp_path)
     assert not np.allclose(members[0], members[1], atol=1e-3)  # two different models
     np.testing.assert_allclose(averaged, (members[0] + members[1]) / 2, atol=1e-5)
 
-    config = validate(compose_config([*isolate(tmp), f"run_id={parent.info.run_id}", f"input={image_path}",
-                                      f"output={tmp_path}", "inference.fov_mask=false"], name="predict"))
-    done, _ = predict_folder(config)
+    overrides = [*isolate(tmp), f"run_id={parent.info.run_id}", f"input={image_path}", f"output={tmp_path}",
+                 "inference.fov_mask=false"]
+    done, _ = predict_folder(validate(compose_config(overrides, name="predict")), overrides)
     assert [p.name for p in done] == ["000.png"]
     written = cv2.imread(str(tmp_path / "000_prob.png"), cv2.IMREAD_UNCHANGED)
     assert np.abs(written.astype(int) - np.round(averaged[..., 0] * 255)).max() <= 1

@@ -12,8 +12,9 @@ from pathlib import Path
 import hydra
 import pytest
 
-from retina_seg.cli import run_app
+from retina_seg.cli import run_app, user_errors
 from retina_seg.config import PROJECT_ROOT
+from retina_seg.data.loading import DataError
 from retina_seg.errors import INTERNAL_ERROR, SERVER_LOST, USER_ERROR
 from tests.conftest import default_sigint
 
@@ -21,9 +22,12 @@ QUIET = ["hydra/job_logging=none", "hydra/hydra_logging=none"]  # leave the test
 
 
 @hydra.main(config_path=None, version_base="1.3")
+@user_errors
 def app(cfg) -> None:
     if cfg.get("fail"):
         raise RuntimeError("a bug in the task")
+    if cfg.get("bad_file"):
+        raise DataError("a.png: unreadable image\nb.png: empty file (0 bytes)")
     if cfg.get("leave"):
         sys.exit(int(cfg.leave))
     if cfg.get("signal"):  # a real signal to this process, as Ctrl-C or a scheduler sends it
@@ -54,6 +58,21 @@ def test_any_app_ends_an_interruption_with_one_line_and_128_plus_the_signal(sign
     assert done.returncode == 128 + signum, done.stderr[-2000:]
     assert done.stderr.strip().splitlines()[-1] == "interrupted before the run started: nothing was logged"
     assert "Traceback" not in done.stderr
+
+
+def test_a_user_error_is_one_error_line_per_problem_and_exit_2_a_bug_keeps_its_traceback(tmp_path, monkeypatch,
+                                                                                          capsys):
+    monkeypatch.setattr(sys, "argv", ["app", "+bad_file=true", *QUIET, f"hydra.run.dir={tmp_path}"])
+    with pytest.raises(SystemExit) as leaving:
+        run_app(app)
+    assert leaving.value.code == USER_ERROR
+    assert capsys.readouterr().err.splitlines() == ["error: a.png: unreadable image",
+                                                    "error: b.png: empty file (0 bytes)"]
+    monkeypatch.setattr(sys, "argv", ["app", "+fail=true", *QUIET, f"hydra.run.dir={tmp_path}"])
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
+    with pytest.raises(SystemExit) as leaving:
+        run_app(app)
+    assert leaving.value.code == INTERNAL_ERROR and "a bug in the task" in capsys.readouterr().err
 
 
 def test_a_hydra_error_raised_in_full_is_a_user_error_too(tmp_path, monkeypatch, capsys):

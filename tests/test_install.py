@@ -18,6 +18,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from retina_seg.config import PROJECT_ROOT
+from retina_seg.serve.viewer import FILES
 from tests.conftest import TINY
 
 SCRIPTS = ["retina-seg-train", "retina-seg-evaluate", "retina-seg-predict", "retina-seg-compare", "retina-seg-promote",
@@ -58,6 +59,9 @@ def test_wheel_install_runs_a_fast_job_from_another_folder(tmp_path):
     assert (installed / "py.typed").is_file() and (installed / "conf" / "config.yaml").is_file()
     assert not (installed / "conf").is_symlink() and (installed / "conf" / "backbone" / "resnet34.yaml").is_file()
     assert all((venv / "bin" / script).is_file() for script in SCRIPTS)
+    for name in FILES.values():  # the viewer page the server answers GET / with
+        static = Path("serve") / "static" / name[0]
+        assert (installed / static).read_bytes() == (PROJECT_ROOT / "retina_seg" / static).read_bytes(), static
     before = files_under(venv)
 
     work = tmp_path / "elsewhere"

@@ -1,7 +1,7 @@
 """The package's layering: imports run downward only, so a reader can trust a part's name.
 
 apps (top-level modules) -> cli, team_server -> serve / evaluation -> reporting -> tracking -> training
--> inference -> model / data -> config / errors.
+-> inference -> model / data -> config -> errors.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import pytest
 from retina_seg.config import PROJECT_ROOT
 
 PACKAGE = PROJECT_ROOT / "retina_seg"
-LAYER = {"config": 0, "errors": 0, "data": 1, "model": 1, "inference": 2, "training": 3, "tracking": 4, "reporting": 5,
-         "evaluation": 6, "serve": 6, "cli": 7, "team_server": 7}  # cli: how every app starts and exits
-APP = 8  # every other top-level module: `python -m retina_seg.<app>` and the Hydra glue
+LAYER = {"errors": 0, "config": 1, "data": 2, "model": 2, "inference": 3, "training": 4, "tracking": 5, "reporting": 6,
+         "evaluation": 7, "serve": 7, "cli": 8, "team_server": 8}  # cli: how every app starts and exits
+APP = 9  # every other top-level module: `python -m retina_seg.<app>` and the Hydra glue
 
 
 def part(module: str) -> str:

@@ -15,6 +15,7 @@ import numpy as np
 
 from retina_seg.config import ConfigError, DataConfig
 from retina_seg.data.synthetic import LESION_TYPES, SyntheticSpec, ensure_dataset
+from retina_seg.errors import UserError
 
 log = logging.getLogger(__name__)
 NETPBM = (".pbm", ".pgm", ".ppm", ".pnm")  # the Netpbm family (STARE: colour .ppm photographs, greyscale .pgm labels)
@@ -36,7 +37,7 @@ class Sample(NamedTuple):
     second: Path | None = None
 
 
-class LayoutError(ValueError):
+class LayoutError(UserError):
     """`data.root` does not look like the dataset's official layout."""
 
 

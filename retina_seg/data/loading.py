@@ -22,12 +22,13 @@ from tqdm import tqdm
 from retina_seg.config import ConfigError, DataConfig, PreprocessConfig
 from retina_seg.data.adapters import ADAPTERS, LayoutError, Sample
 from retina_seg.data.cache import ArrayCache, sample_key
+from retina_seg.errors import UserError
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A data file that cannot be used; the message names the file and the rule it breaks."""
 
 

@@ -23,13 +23,31 @@ def median_fov_width(arrays: Arrays) -> float:
     return float(np.median([fov_width(f) for f in arrays.fov]))
 
 
+FOV_TOLERANCE = 0.1  # FOVs within 10% of the training width are left as they are: resampling costs sharpness
+
+
+def fov_factor(fov: np.ndarray, width: float | None) -> float:
+    """The factor that makes this FOV `width` pixels wide (the training images' median); 1 when it is within
+    FOV_TOLERANCE of it already, or when `width` is unknown (None)."""
+    if not width:
+        return 1.0
+    factor = width / fov_width(fov)
+    return 1.0 if abs(factor - 1) <= FOV_TOLERANCE else factor
+
+
+def scaled_size(shape: tuple, factor: float) -> tuple[int, int]:
+    """(width, height) of an image of `shape` scaled by `factor`."""
+    return max(1, round(shape[1] * factor)), max(1, round(shape[0] * factor))
+
+
 def rescale_to_fov(arrays: Arrays, width: float) -> tuple[Arrays, float]:
-    """Every sample scaled so its FOV is `width` pixels wide; returns the arrays and the median factor."""
+    """Every sample scaled so its FOV is `width` pixels wide (see `fov_factor`); returns the arrays and the
+    median factor."""
     out = Arrays(images=[], masks=[], fov=[], names=list(arrays.names))
     factors = []
     for image, masks, fov in zip(arrays.images, arrays.masks, arrays.fov, strict=True):
-        factor = width / fov_width(fov)
-        size = (max(1, round(image.shape[1] * factor)), max(1, round(image.shape[0] * factor)))
+        factor = fov_factor(fov, width)
+        size = scaled_size(image.shape, factor)
         image, masks, fov = resized(image, masks, fov.astype(np.uint8), size)
         out.images.append(image)
         out.masks.append(masks)

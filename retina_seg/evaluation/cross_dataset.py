@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from retina_seg.reporting.result_figures import plot_heatmap
+from retina_seg.tracking import artifacts
 
 
 def _label(row) -> str:
@@ -43,7 +44,7 @@ def write_cross_dataset(table: pd.DataFrame, staging: Path, rule: str) -> None:
     staging.mkdir(parents=True, exist_ok=True)
     first = ["trained_on", "run_id", "tested_on", "scale", "threshold_rule"]
     metrics = sorted(c for c in table if c.startswith("test_") or c in ("threshold", "source_threshold"))
-    table[first + metrics].to_csv(staging / "cross_dataset.csv", index=False)
+    table[first + metrics].to_csv(staging / f"{artifacts.CROSS_DATASET}.csv", index=False)
     scales = pivot(table, "scale")
     notes = ("Diagonal cells (a run's own dataset) are the run's own logged test metrics; the others evaluate the "
              f"model on the target's test split. {THRESHOLD_NOTES[rule]} AUC and AUPR do not depend on the threshold. "
@@ -51,8 +52,8 @@ def write_cross_dataset(table: pd.DataFrame, staging: Path, rule: str) -> None:
     f1 = pivot_markdown(table, "test_f1", f"test F1 at the {rule} threshold")
     beside = (f"## {pivot_markdown(table, 'test_f1_at_source_threshold', 'test F1 at the source threshold')}\n"
               if rule == "target" else "")
-    (staging / "cross_dataset.md").write_text(
+    (staging / f"{artifacts.CROSS_DATASET}.md").write_text(
         f"# Cross-dataset evaluation\n\n{notes}\n\n## {f1}\n{beside}"
         f"## {pivot_markdown(table, 'test_auc')}\n## scale\n\n{scales.to_markdown(floatfmt='.3f')}\n")
     plot_heatmap(pivot(table, "test_f1"), f"Test F1 at the {rule} threshold: trained on (rows) x tested on (columns)",
-                 staging / "cross_dataset.png")
+                 staging / f"{artifacts.CROSS_DATASET}.png")

@@ -9,17 +9,16 @@ pooled out-of-fold table (every image scored by the one fold model that never sa
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
 import pandas as pd
 
+from retina_seg.evaluation.scoring import write_metrics
 from retina_seg.inference.metrics import summarize
 from retina_seg.reporting.report import SHOWN
-
-FOLD_TABLE = "folds.csv"
+from retina_seg.tracking import artifacts
 
 
 def fold_table(runs: List[tuple], counts: List[Dict[str, int]]) -> pd.DataFrame:
@@ -52,7 +51,7 @@ def mean_thresholds(summaries: List[dict], channels: List[str]) -> Dict[str, flo
 
 def write_fold_table(table: pd.DataFrame, staging: Path, title: str) -> None:
     """`folds.csv` (every column) and `folds.md` (the main metrics, with a mean ± sd row)."""
-    table.to_csv(staging / FOLD_TABLE, index=False)
+    table.to_csv(staging / artifacts.FOLD_TABLE, index=False)
     stats = fold_statistics(table)
     columns = [c for c in SHOWN if c in table]
     shown = table[["fold", "run_id", *[c for c in table if c.startswith("n_")]]].astype(str)
@@ -62,15 +61,15 @@ def write_fold_table(table: pd.DataFrame, staging: Path, title: str) -> None:
     footer = {"fold": "mean ± sd", **{c: f"{stats[f'{c}_fold_mean']:.4f} ± {stats[f'{c}_fold_sd']:.4f}"
                                        for c in columns}}
     shown = pd.concat([shown, pd.DataFrame([footer])], ignore_index=True).fillna("")
-    (staging / "folds.md").write_text(f"# {title}\n\n{shown.to_markdown(index=False)}\n")
+    (staging / artifacts.FOLD_TABLE_MD).write_text(f"# {title}\n\n{shown.to_markdown(index=False)}\n")
 
 
-def out_of_fold(fold_dirs: List[Path], channels: List[str], thresholds: Dict[str, float], staging: Path) -> dict:
-    """Pool the folds' per-image tables (each image tested once) into the parent's table and summary."""
-    tables = [pd.read_csv(d / "metrics" / "per_image.csv", dtype={"image": str}) for d in fold_dirs]
+def out_of_fold(fold_dirs: List[Path], channels: List[str], thresholds: Dict[str, float], staging: Path,
+                extra: dict | None = None) -> dict:
+    """Pool the folds' per-image tables (each image tested once) into the parent's table and summary (with
+    `extra`, as `evaluate_model` keeps it)."""
+    tables = [pd.read_csv(d / artifacts.PER_IMAGE, dtype={"image": str}) for d in fold_dirs]
     pooled = pd.concat(tables, ignore_index=True)
-    summary = summarize(pooled, channels, thresholds)
-    (staging / "metrics").mkdir(parents=True, exist_ok=True)
-    pooled.to_csv(staging / "metrics" / "per_image.csv", index=False)
-    (staging / "metrics" / "summary.json").write_text(json.dumps(summary, indent=2))
+    summary = {**summarize(pooled, channels, thresholds), **(extra or {})}
+    write_metrics(staging, pooled, summary)
     return summary

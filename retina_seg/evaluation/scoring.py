@@ -14,6 +14,7 @@ from pathlib import Path
 
 import cv2
 import mlflow
+import pandas as pd
 from tqdm import tqdm
 
 from retina_seg.data.loading import Arrays, read_mask, warn_thresholded
@@ -21,7 +22,8 @@ from retina_seg.inference.metrics import FIXED_THRESHOLD, choose_thresholds, eva
 from retina_seg.inference.predictor import Predictor
 from retina_seg.reporting.figures import plot_examples
 from retina_seg.reporting.lesion_figures import plot_lesions
-from retina_seg.reporting.result_figures import plot_best_worst, plot_roc_pr
+from retina_seg.reporting.result_figures import plot_best_worst, plot_lesion_pr, plot_roc_pr
+from retina_seg.tracking import artifacts
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +35,15 @@ def predict_split(predictor: Predictor, arrays: Arrays, label: str) -> list:
 
 def evaluate_model(predictor: Predictor, splits: dict, channels: list[str], staging: Path,
                    thresholds: dict | None = None, second: dict | None = None, lesions: bool = False,
-                   source_thresholds: dict | None = None) -> dict:
+                   extra: dict | None = None, source_thresholds: dict | None = None) -> dict:
     """Choose thresholds on validation (unless given), evaluate test, write metrics/ and the figures
     into `staging`; returns the summary (MLflow metric names). `second`: image name -> the second human
     observer's mask file, scored against the same truth as a reference (`metrics/second_observer.csv`).
     `lesions`: also the IDRiD challenge's pooled AUPR per lesion type and one overlay figure per test
-    image in lesions/. `source_thresholds`: the evaluated run's own validation thresholds, to report test F1
-    at them as well (`test_f1_at_source_threshold`) when another dataset's validation split chose `thresholds`."""
+    image in lesions/. `extra`: figures kept beside the test metrics in the summary (a training run's FOV width,
+    the scale its model predicts at). `source_thresholds`: the evaluated run's own validation thresholds, to report
+    test F1 at them as well (`test_f1_at_source_threshold`) when another dataset's validation split chose
+    `thresholds`."""
     if thresholds is None:
         thresholds = choose_thresholds(predict_split(predictor, splits["val"], "validation"), splits["val"], channels)
     test = splits["test"]
@@ -53,27 +57,34 @@ def evaluate_model(predictor: Predictor, splits: dict, channels: list[str], stag
         summary.update({f"source_{key}": value for key, value in at_source.items() if key.startswith("threshold")})
     if lesions:
         summary.update(pooled_metrics(probs, test, channels, thresholds))
-    (staging / "metrics").mkdir(parents=True, exist_ok=True)
-    per_image.to_csv(staging / "metrics" / "per_image.csv", index=False)
-    (staging / "metrics" / "summary.json").write_text(json.dumps(summary, indent=2))
+    summary.update(extra or {})
+    write_metrics(staging, per_image, summary)
     observer = observer_metrics(test, _read_observer(test, second or {}))
     if len(observer):
-        observer.to_csv(staging / "metrics" / "second_observer.csv", index=False)
+        observer.to_csv(staging / artifacts.SECOND_OBSERVER, index=False)
     plot_examples(test.images, test.masks, probs, test.fov, test.names, [thresholds[c] for c in channels],
-                  per_image.groupby("image")["f1"].mean().to_dict(), staging / "test_examples.png")
-    (staging / "figures").mkdir(exist_ok=True)
-    plot_roc_pr(probs, test, channels, staging / "figures" / "roc_pr.png", observer)
-    plot_best_worst(probs, test, per_image, thresholds, staging / "figures" / "best_worst.png")
+                  per_image.groupby("image")["f1"].mean().to_dict(), staging / artifacts.TEST_EXAMPLES)
+    (staging / artifacts.ROC_PR).parent.mkdir(exist_ok=True)
+    plot_roc_pr(probs, test, channels, staging / artifacts.ROC_PR, observer)
+    plot_best_worst(probs, test, per_image, thresholds, staging / artifacts.BEST_WORST)
     if lesions:
         for image, truth, prob, name in zip(test.images, test.masks, probs, test.names, strict=True):
-            plot_lesions(image, truth, prob, channels, thresholds, name, staging / "lesions" / f"{name}.png")
+            plot_lesions(image, truth, prob, channels, thresholds, name, staging / artifacts.LESIONS / f"{name}.png")
         pooled = {c: round(summary[f"test_aupr_{c.lower()}"], 4) for c in channels}
+        plot_lesion_pr(probs, test, channels, pooled, staging / artifacts.LESION_PR)
         log.info("test AUPR pooled over images (IDRiD protocol) %s, mAUPR %.4f", pooled,
                  summary.get("test_maupr", math.nan))
     log.info("test F1 %.4f (threshold %s chosen on validation; at 0.5: %.4f), AUC %.4f, all-foreground F1 %.4f",
              summary["test_f1"], {k: round(v, 3) for k, v in thresholds.items()}, summary["test_f1_at_0.5"],
              summary["test_auc"], summary["test_f1_trivial"])
     return summary
+
+
+def write_metrics(staging: Path, per_image: pd.DataFrame, summary: dict) -> None:
+    """The per-image table and the summary, where a run keeps them."""
+    (staging / artifacts.PER_IMAGE).parent.mkdir(parents=True, exist_ok=True)
+    per_image.to_csv(staging / artifacts.PER_IMAGE, index=False)
+    (staging / artifacts.SUMMARY).write_text(json.dumps(summary, indent=2))
 
 
 def log_summary(summary: dict, log_metrics=mlflow.log_metrics) -> None:

@@ -32,8 +32,8 @@ class EnsemblePredictor:
     def precision(self):
         return self.members[0].precision
 
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        total = self.members[0](image)
+    def __call__(self, image: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+        total = self.members[0](image, size)
         for member in self.members[1:]:
-            total = total + member(image)
+            total = total + member(image, size)
         return (total / len(self.members)).astype(np.float32)

@@ -56,11 +56,12 @@ class Predictor:
     def stride(self) -> int:
         return self.settings.stride or self.window // 2
 
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        """Probabilities at the image's own size; an image above max_side is seen at the training scale,
-        and its probabilities are scaled back."""
+    def __call__(self, image: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+        """Probabilities at the image's own size, predicted at `size` (width, height: the FOV rule, see
+        Segmenter) or, by default, at the image's size capped at max_side; probabilities are scaled back."""
         height, width = image.shape[:2]
-        size = capped_size(image.shape, self.max_side if self.sampling is Sampling.patches else None)
+        if size is None:
+            size = capped_size(image.shape, self.max_side if self.sampling is Sampling.patches else None)
         if size == (width, height):
             return self._at_scale(image)
         prob = self._at_scale(cv2.resize(image, size, interpolation=cv2.INTER_AREA))

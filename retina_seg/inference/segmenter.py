@@ -1,8 +1,10 @@
 """The whole inference path of one trained model, from a decoded photograph to probabilities and masks.
 
 `predict` and the served MLflow model both go through a Segmenter, so they cannot disagree: the
-model's own training preprocessing (green channel, CLAHE), the Predictor (sliding window or whole
-image, flip TTA), the field of view and the per-channel thresholds chosen on validation.
+model's own training preprocessing (green channel, CLAHE), the scale it was trained at (judged by the
+width of the field of view, so that another camera's photographs are seen as the training images were),
+the Predictor (sliding window or whole image, flip TTA), the field of view and the per-channel thresholds
+chosen on validation.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 
 from retina_seg.config import PreprocessConfig
 from retina_seg.data.loading import derive_fov, preprocess_image
+from retina_seg.data.scale import fov_factor, scaled_size
 from retina_seg.inference.ensemble import EnsemblePredictor
 from retina_seg.inference.predictor import Predictor
 
@@ -25,13 +28,30 @@ class Segmenter:
     channels: List[str]  # output channel names: ["vessels"] or the lesion types
     thresholds: Dict[str, float]  # per channel, chosen on validation
     fov_mask: bool  # zero everything outside the field of view
+    # the training images' median FOV width in pixels (at their training scale); None: unknown, or not asked
+    # (inference.rescale=none): photographs are seen at their own size, capped at data.max_side
+    fov_width: float | None = None
 
-    def probabilities(self, image: np.ndarray) -> np.ndarray:
-        """uint8 RGB (H, W, 3) as read from the file -> float32 (H, W, C) in [0, 1]."""
-        prob = self.predictor(preprocess_image(image, self.preprocess))
+    def fov(self, image: np.ndarray) -> np.ndarray:
+        """uint8 {0, 1} (H, W): the field of view derived from the photograph, as the model's training read it."""
+        return derive_fov(image, self.preprocess.fov_threshold)
+
+    def probabilities(self, image: np.ndarray, fov: np.ndarray | None = None) -> np.ndarray:
+        """uint8 RGB (H, W, 3) as read from the file -> float32 (H, W, C) in [0, 1], at the image's own size;
+        `fov`: the image's field of view when the caller already derived it."""
+        return self.predict(image, fov)[0]
+
+    def predict(self, image: np.ndarray, fov: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+        """(probabilities, scale): a photograph whose field of view is not as wide as the training images'
+        (another camera) is preprocessed at its own size, then seen at the training scale (`scale`: the
+        factor it was resized by; 1 when it already matches), and its probabilities come back at its size."""
+        fov = self.fov(image) if fov is None else fov
+        scale = fov_factor(fov, self.fov_width)
+        size = scaled_size(image.shape, scale) if scale != 1 else None
+        prob = self.predictor(preprocess_image(image, self.preprocess), size)
         if self.fov_mask:
-            prob *= derive_fov(image, self.preprocess.fov_threshold)[..., None]
-        return prob
+            prob *= fov[..., None]
+        return prob, scale
 
     def masks(self, prob: np.ndarray, threshold: float | None = None) -> np.ndarray:
         """bool (H, W, C): each channel at its own threshold, or at `threshold` for all channels when given."""

@@ -19,11 +19,9 @@ import pandas as pd  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-# Okabe & Ito (2008), "Color Universal Design": RGB 0-255
-OKABE_ITO = {
-    "orange": (230, 159, 0), "sky_blue": (86, 180, 233), "bluish_green": (0, 158, 115), "yellow": (240, 228, 66),
-    "blue": (0, 114, 178), "vermillion": (213, 94, 0), "reddish_purple": (204, 121, 167), "black": (0, 0, 0),
-}
+from retina_seg.reporting.palette import OKABE_ITO  # noqa: E402
+from retina_seg.tracking import artifacts  # noqa: E402
+
 PALETTE = [tuple(v / 255 for v in rgb) for rgb in OKABE_ITO.values()]  # matplotlib colour cycle, 0-1 floats
 ERROR_COLOURS = {"true positive": OKABE_ITO["bluish_green"], "false positive": OKABE_ITO["vermillion"],
                  "false negative": OKABE_ITO["sky_blue"]}
@@ -103,14 +101,14 @@ def plot_examples(images: list, truths: list, probs: list, fovs: list, names: li
     image's F1 in the title; each error map is also written at the image's full resolution as
     `examples/<name>_errors.png` beside the figure. Channels are merged (any channel) for multi-label models."""
     count = min(count, len(images))
-    (path.parent / "examples").mkdir(exist_ok=True)
+    (path.parent / artifacts.EXAMPLES).mkdir(exist_ok=True)
     fig, axes = plt.subplots(count, 3, figsize=(12, 4 * count), squeeze=False)
     for row in range(count):
         predicted = probs[row] >= np.asarray(thresholds)
         truth = truths[row] > 0
         panels = (images[row], overlay(images[row], predicted),
                   error_map(images[row], truth.any(-1), predicted.any(-1), fovs[row]))
-        plt.imsave(path.parent / "examples" / f"{names[row]}_errors.png", panels[2])
+        plt.imsave(path.parent / artifacts.EXAMPLES / f"{names[row]}_errors.png", panels[2])
         titles = ("image", "prediction over the image", f"errors, F1 {f1[names[row]]:.3f}")
         for ax, panel, title in zip(axes[row], panels, titles, strict=True):
             ax.imshow(panel, interpolation="none")

@@ -1,5 +1,6 @@
-"""Lesion overlays: ground truth beside prediction, one colour per lesion type, on the whole photograph
-and on a zoomed crop where lesions are densest (microaneurysms are a few pixels: only the crop shows them)."""
+"""Lesion overlays: ground truth beside prediction, one colour per lesion type (palette.py, as the served
+viewer paints them), on the whole photograph and on a zoomed crop where lesions are densest (microaneurysms
+are a few pixels: only the crop shows them)."""
 
 from __future__ import annotations
 
@@ -13,22 +14,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import Patch, Rectangle  # noqa: E402
 
-# chosen to stand out on the orange-red fundus and from each other
-LESION_COLOURS = {"MA": (0, 255, 0), "HE": (0, 90, 255), "EX": (255, 255, 0), "SE": (255, 0, 255),
-                  "OD": (0, 255, 255)}
-OTHER_COLOUR = (255, 255, 255)
-
-
-def colour_of(channel: str) -> tuple:
-    return LESION_COLOURS.get(channel, OTHER_COLOUR)
+from retina_seg.reporting.palette import class_colours  # noqa: E402
 
 
 def paint(image: np.ndarray, masks: np.ndarray, channels: list[str], alpha: float = 0.8) -> np.ndarray:
-    """uint8 RGB image with each channel's pixels blended towards its colour (later channels on top)."""
+    """uint8 RGB image with each channel's pixels blended towards its class colour (later channels on top)."""
     out = image.astype(np.float32)
-    for c, channel in enumerate(channels):
+    for c, colour in enumerate(class_colours(channels).values()):
         where = masks[..., c] > 0
-        out[where] = (1 - alpha) * out[where] + alpha * np.array(colour_of(channel), np.float32)
+        out[where] = (1 - alpha) * out[where] + alpha * np.array(colour, np.float32)
     return out.astype(np.uint8)
 
 
@@ -62,7 +56,7 @@ def plot_lesions(image: np.ndarray, truth: np.ndarray, prob: np.ndarray, channel
         axes[1, column].set_title(f"{label}, {side}x{side} px crop at ({left}, {top})")
     for ax in axes.flat:
         ax.set_axis_off()
-    handles = [Patch(color=np.array(colour_of(c)) / 255, label=c) for c in channels]
+    handles = [Patch(color=np.array(rgb) / 255, label=c) for c, rgb in class_colours(channels).items()]
     fig.legend(handles=handles, loc="lower center", ncol=len(channels), frameon=False)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)

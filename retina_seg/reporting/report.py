@@ -21,6 +21,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from retina_seg.config import compose_tree
+from retina_seg.tracking import artifacts
 from retina_seg.tracking.runs import flatten
 
 METRICS = ("f1", "iou", "sensitivity", "specificity", "accuracy", "balanced_accuracy", "auc", "aupr")
@@ -63,13 +64,13 @@ def _mean_sd(table: pd.DataFrame, label: str) -> dict:
 
 def metrics_table(staging: Path) -> pd.DataFrame:
     """Model at the validation threshold and at 0.5, and the second observer where there is one."""
-    per_image = pd.read_csv(staging / "metrics" / "per_image.csv", dtype={"image": str})
+    per_image = pd.read_csv(staging / artifacts.PER_IMAGE, dtype={"image": str})
     fixed = [m for m in METRICS if f"{m}_at_0.5" in per_image]
     at_fixed = per_image.drop(columns=fixed).rename(columns={f"{m}_at_0.5": m for m in fixed})
     threshold = per_image["threshold"].mean()
     rows = [_mean_sd(per_image, f"model (threshold {threshold:.3f}, chosen on validation)"),
             _mean_sd(at_fixed, "model (threshold 0.5)")]
-    observer = staging / "metrics" / "second_observer.csv"
+    observer = staging / artifacts.SECOND_OBSERVER
     if observer.is_file():
         rows.append(_mean_sd(pd.read_csv(observer, dtype={"image": str}), "2nd human observer"))
     return pd.DataFrame(rows)
@@ -83,18 +84,35 @@ def split_table(split: dict) -> pd.DataFrame:
 def run_sections(staging: Path, cfg: DictConfig) -> List[Section]:
     """The sections of a training or evaluation run's report, from what it staged."""
     sections = [Section("Config that differs from the defaults", table=config_changes(cfg))]
-    if (staging / "split.json").is_file():
-        sections.append(Section("Data split", table=split_table(json.loads((staging / "split.json").read_text()))))
+    if (staging / artifacts.SPLIT).is_file():
+        sections.append(Section("Data split", table=split_table(json.loads((staging / artifacts.SPLIT).read_text()))))
     sections.append(Section("Test metrics", "Inside the field of view, per image at native resolution; "
                             "mean ± sd over test images.", table=metrics_table(staging)))
-    for title, image in (("Training curves", "curves.png"),
-                         ("ROC and precision-recall curves", "figures/roc_pr.png"),
-                         ("Worst and best test images by F1", "figures/best_worst.png")):
+    for title, image in (("Training curves", artifacts.CURVES),
+                         ("ROC and precision-recall curves", artifacts.ROC_PR),
+                         ("Worst and best test images by F1", artifacts.BEST_WORST)):
         if (staging / image).is_file():
             sections.append(Section(title, image=image))
-    per_image = pd.read_csv(staging / "metrics" / "per_image.csv", dtype={"image": str})
+    if (staging / artifacts.LESION_PR).is_file():
+        sections += lesion_sections(staging)
+    per_image = pd.read_csv(staging / artifacts.PER_IMAGE, dtype={"image": str})
     columns = ["image", "channel", *[m for m in METRICS if m in per_image]]
     sections.append(Section("Per-image test metrics", table=per_image[columns].round(4)))
+    return sections
+
+
+def lesion_sections(staging: Path) -> List[Section]:
+    """A lesion run's figures for a grader: precision-recall per lesion with the challenge's pooled AUPR, and the
+    overlays (ground truth | prediction) of the best and worst test images by their mean AUPR over lesions."""
+    per_image = pd.read_csv(staging / artifacts.PER_IMAGE, dtype={"image": str})
+    ranked = per_image.groupby("image")["aupr"].mean().dropna().sort_values()  # lesions an image lacks: no AUPR
+    sections = [Section("Precision-recall per lesion", "Pooled over the test images that have each lesion "
+                        "(the IDRiD challenge's protocol).", image=artifacts.LESION_PR)]
+    for label, name in (("Best", ranked.index[-1]), ("Worst", ranked.index[0])) if len(ranked) else ():
+        overlay = f"{artifacts.LESIONS}/{name}.png"
+        if (staging / overlay).is_file():
+            sections.append(Section(f"{label} test image by mean AUPR over lesions: {name} "
+                                    f"({ranked[name]:.3f})", image=overlay))
     return sections
 
 
@@ -105,8 +123,8 @@ def fold_columns(folds: pd.DataFrame) -> pd.DataFrame:
 
 def cv_sections(staging: Path, cfg: DictConfig) -> List[Section]:
     """A cross-validation parent's report: the folds compared, their splits, the folds' joint test metrics."""
-    record = json.loads((staging / "cv_split.json").read_text())
-    folds = pd.read_csv(staging / "folds.csv")
+    record = json.loads((staging / artifacts.CV_SPLIT).read_text())
+    folds = pd.read_csv(staging / artifacts.FOLD_TABLE)
     stats = folds.drop(columns=["fold", "run_id", *[c for c in folds if c.startswith("n_")]])
     summary = pd.DataFrame([{"metric": c, "mean over folds": stats[c].mean(), "sd over folds": stats[c].std(ddof=1)}
                             for c in stats]).round(4)
@@ -122,8 +140,8 @@ def cv_sections(staging: Path, cfg: DictConfig) -> List[Section]:
                 Section("Mean and sd over folds", table=summary),
                 Section("Test metrics of the folds together", f"Computed {joint}; mean ± sd over images.",
                         table=metrics_table(staging))]
-    for title, image in (("ROC and precision-recall curves", "figures/roc_pr.png"),
-                         ("Worst and best test images by F1", "figures/best_worst.png")):
+    for title, image in (("ROC and precision-recall curves", artifacts.ROC_PR),
+                         ("Worst and best test images by F1", artifacts.BEST_WORST)):
         if (staging / image).is_file():
             sections.append(Section(title, image=image))
     return sections
@@ -152,10 +170,10 @@ def write_report(staging: Path, title: str, sections: List[Section]) -> None:
             markdown.append(f"![{section.title}]({section.image})\n")
             encoded = base64.b64encode((staging / section.image).read_bytes()).decode()
             body.append(f'<img alt="{html.escape(section.title)}" src="data:image/png;base64,{encoded}">')
-    (staging / "report.md").write_text("\n".join(markdown))
+    (staging / artifacts.REPORT_MD).write_text("\n".join(markdown))
     style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}"
              "table{border-collapse:collapse;font-size:0.85em;margin:0.5em 0}"
              "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}img{max-width:100%}")
-    (staging / "report.html").write_text(f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>"
+    (staging / artifacts.REPORT_HTML).write_text(f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>"
                                          f"{html.escape(title)}</title><style>{style}</style></head><body>\n"
                                          + "\n".join(body) + "\n</body></html>\n")

@@ -2,3 +2,4 @@
 path (and its REST contract), registry promotion, and standalone exports."""
 
 MODEL_FOLDER = "RETINA_SEG_SERVE_MODEL"  # environment: the model folder `retina-seg-serve` hands its app
+MODEL_URI = "RETINA_SEG_SERVE_URI"  # environment: the model URI as the user gave it, which the viewer page names

@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from retina_seg.serve import MODEL_FOLDER
+from retina_seg.serve import MODEL_FOLDER, MODEL_URI
 
 
 def model_folder(uri: str, downloads: str) -> str:
@@ -53,6 +53,7 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="retina-seg-serve-") as tmp:
             os.environ[MODEL_FOLDER] = model_folder(args.model, tmp)
+            os.environ[MODEL_URI] = args.model
             uvicorn.run("retina_seg.serve.app:app", host=args.host, port=args.port, workers=args.workers,
                         timeout_graceful_shutdown=timeout)
     except KeyboardInterrupt:

@@ -1,11 +1,17 @@
-"""The REST contract of the served model: encoded image files in, encoded PNG masks out.
+"""The REST contract of the served model: encoded image files in, encoded PNG masks and their figures out.
 
 Request: a table with a string column `image`, each row the base64 bytes of an image FILE (PNG,
 JPEG or TIFF; RGB, RGBA or grayscale; any size within the limits), never a float array (a 999x960
 float array is tens of MB of JSON). Params: `threshold` (one level for every channel instead of the
-validation-chosen ones) and `return_probabilities`. Response: one row per image with `height`,
-`width`, `mask` (base64 PNG, 0/255) and, when asked, `probabilities` (base64 16-bit PNG, p x 65535);
-a multi-label model answers `mask_<class>` / `probabilities_<class>`, one column per class.
+validation-chosen ones), `return_probabilities` and `return_image`. Response: one row per image with
+`height`, `width`, `scale` (the factor the photograph was seen at: its field of view matched to the training
+images' width, 1 when it already was; the masks are at the photograph's own size), `fov_area` (pixels in the
+field of view derived from the photograph) and per class:
+`mask` (base64 PNG, 0/255), `area` (its predicted pixels), `fov_share` (area / fov_area; every predicted
+pixel is inside the field of view unless inference.fov_mask=false), for a lesion model `regions` (its
+8-connected predicted regions) and, when asked, `probabilities` (base64 16-bit PNG, p x 65535). A
+multi-label model answers `mask_<class>`, `area_<class>`, ..., one column per class. `return_image` adds
+`image`: the photograph as the model read it, a base64 RGB PNG (for clients that cannot decode TIFF).
 """
 
 from __future__ import annotations
@@ -59,16 +65,28 @@ def output_columns(channels: List[str]) -> Dict[str, str]:
     return {name: "" if len(channels) == 1 else f"_{name}" for name in channels}
 
 
+def is_lesion_model(channels: List[str]) -> bool:
+    """A model of lesion types (whose response counts regions), not of vessels."""
+    return channels != ["vessels"]
+
+
 def signature(channels: List[str]) -> ModelSignature:
-    columns = [ColSpec("long", "height"), ColSpec("long", "width")]
+    columns = [ColSpec("long", "height"), ColSpec("long", "width"), ColSpec("double", "scale"),
+               ColSpec("long", "fov_area"),
+               ColSpec("string", IMAGE, required=False)]
     for suffix in output_columns(channels).values():
-        columns += [ColSpec("string", f"mask{suffix}"), ColSpec("string", f"probabilities{suffix}", required=False)]
+        columns += [ColSpec("string", f"mask{suffix}"), ColSpec("long", f"area{suffix}"),
+                    ColSpec("double", f"fov_share{suffix}"), ColSpec("string", f"probabilities{suffix}",
+                                                                     required=False)]
+        if is_lesion_model(channels):
+            columns.append(ColSpec("long", f"regions{suffix}"))
     return ModelSignature(
         # `image` is declared optional only so that a request without it reaches the model and gets the
         # model's one-line reason (MLflow's own schema error echoes the request's data over several lines)
         inputs=Schema([ColSpec("string", IMAGE, required=False)]), outputs=Schema(columns),
-        params=ParamSchema([ParamSpec("threshold", "double", None), ParamSpec("return_probabilities", "boolean",
-                                                                               False)]))
+        params=ParamSchema([ParamSpec("threshold", "double", None),
+                            ParamSpec("return_probabilities", "boolean", False),
+                            ParamSpec("return_image", "boolean", False)]))
 
 
 def encode_file(image: np.ndarray, suffix: str = ".png") -> str:
@@ -113,11 +131,29 @@ def encode_png(pixels: np.ndarray) -> str:
     return base64.b64encode(data.tobytes()).decode("ascii")
 
 
-def response_row(prob: np.ndarray, masks: np.ndarray, channels: List[str], with_probabilities: bool) -> dict:
-    """One image's answer: its size and, per channel, the 0/255 mask (and 16-bit probabilities when asked)."""
-    row = {"height": prob.shape[0], "width": prob.shape[1]}
+def figures(masks: np.ndarray, fov: np.ndarray, channels: List[str]) -> dict:
+    """The numbers a grader reads off one image's masks (bool (H, W, C)) and field of view (H, W): `fov_area`,
+    and per class `area`, `fov_share` and, for a lesion model, `regions` (8-connected), named as in the response."""
+    fov_area = int(np.count_nonzero(fov))
+    row = {"fov_area": fov_area}
+    for c, suffix in enumerate(output_columns(channels).values()):
+        area = int(np.count_nonzero(masks[..., c]))
+        row[f"area{suffix}"] = area
+        row[f"fov_share{suffix}"] = area / fov_area if fov_area else 0.0
+        if is_lesion_model(channels):
+            row[f"regions{suffix}"] = cv2.connectedComponents(masks[..., c].astype(np.uint8), connectivity=8)[0] - 1
+    return row
+
+
+def response_row(prob: np.ndarray, masks: np.ndarray, fov: np.ndarray, scale: float, channels: List[str],
+                 with_probabilities: bool, image: np.ndarray | None = None) -> dict:
+    """One image's answer: its size, the scale it was seen at, its figures and, per channel, the 0/255 mask
+    (and 16-bit probabilities when asked); `image` (uint8 RGB) is sent back as a PNG when given."""
+    row = {"height": prob.shape[0], "width": prob.shape[1], "scale": float(scale), **figures(masks, fov, channels)}
     for c, suffix in enumerate(output_columns(channels).values()):
         row[f"mask{suffix}"] = encode_png(masks[..., c].astype(np.uint8) * 255)
         if with_probabilities:
             row[f"probabilities{suffix}"] = encode_png(np.round(prob[..., c] * 65535).astype(np.uint16))
+    if image is not None:
+        row[IMAGE] = encode_file(image)
     return row

@@ -15,6 +15,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from retina_seg.config import ExportFormat, Sampling
+from retina_seg.errors import UserError
 from retina_seg.model.precision import POLICIES, at_precision_model, resolve
 from retina_seg.tracking.reload import LoggedModel
 
@@ -22,7 +23,7 @@ FILES = {ExportFormat.savedmodel: "savedmodel", ExportFormat.tflite: "model.tfli
 INPUT_NAME = "image"
 
 
-class ExportError(ValueError):
+class ExportError(UserError):
     """An export that cannot be written; the message says why."""
 
 

@@ -31,9 +31,10 @@ from retina_seg.serve.contract import (
     response_row,
     signature,
 )
-from retina_seg.tracking.reload import FOLDS, load_segmenter
+from retina_seg.tracking import artifacts
+from retina_seg.tracking.reload import load_segmenter
 
-RUN_FILES = ("config.yaml", "metrics/summary.json")
+RUN_FILES = (artifacts.CONFIG, artifacts.SUMMARY)
 
 
 class RetinaSegModel(mlflow.pyfunc.PythonModel):
@@ -54,9 +55,11 @@ class RetinaSegModel(mlflow.pyfunc.PythonModel):
             raise RequestError(f"params.threshold={threshold} is invalid: expected a probability between 0 and 1")
         rows = []
         for image in images:
-            prob = self.segmenter.probabilities(image)
-            rows.append(response_row(prob, self.segmenter.masks(prob, threshold), self.segmenter.channels,
-                                     bool(params.get("return_probabilities", False))))
+            fov = self.segmenter.fov(image)
+            prob, scale = self.segmenter.predict(image, fov)
+            rows.append(response_row(prob, self.segmenter.masks(prob, threshold), fov, scale, self.segmenter.channels,
+                                     bool(params.get("return_probabilities", False)),
+                                     image if params.get("return_image", False) else None))
         return pd.DataFrame(rows)
 
 
@@ -72,12 +75,12 @@ def log_pipeline_model(run_files: Path, config: Config, example: np.ndarray, pat
     tracking server was lost), with its signature and `example` (a uint8 RGB photograph, sent as a PNG file)
     as input example. `run_files` is the run's staging folder; a cross-validation parent passes its folds'
     staging folders as `folds` and serves their ensemble (`folds/fold<k>/` in the model, see reload.py)."""
-    pair = (f"{config.artifact_stem}.json", f"{config.artifact_stem}.h5")
+    pair = (artifacts.architecture(config.backbone.name), artifacts.weights(config.backbone.name))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "run"
         copies = [(run_files / name, folder / name) for name in RUN_FILES]
         if folds:
-            copies += [(fold / name, folder / FOLDS / f"fold{k}" / name)
+            copies += [(fold / name, artifacts.fold_folder(folder, k) / name)
                        for k, fold in enumerate(folds) for name in pair]
         else:
             copies += [(run_files / name, folder / name) for name in pair]
@@ -89,6 +92,6 @@ def log_pipeline_model(run_files: Path, config: Config, example: np.ndarray, pat
             signature=signature(config.data.channels), input_example=pd.DataFrame({IMAGE: [encode_file(example)]}),
             model_config={TRUST: False, **asdict(config.serve)}, pip_requirements=requirements())
         if path is None:
-            mlflow.pyfunc.log_model(name="model", **model)
+            mlflow.pyfunc.log_model(name=artifacts.MODEL, **model)
         else:
             mlflow.pyfunc.save_model(str(path), **model)

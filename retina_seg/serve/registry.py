@@ -11,11 +11,11 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from retina_seg.config import Mode, PromoteConfig
+from retina_seg.errors import UserError
+from retina_seg.tracking import artifacts
 
-MODEL = "model"  # the run's logged pyfunc model (serve/pyfunc.py)
 
-
-class PromoteError(ValueError):
+class PromoteError(UserError):
     """Nothing to promote; the message says what was looked for."""
 
 
@@ -50,7 +50,7 @@ def promote(config: PromoteConfig) -> Promotion:
     mlflow.set_registry_uri(config.tracking.uri)
     client = MlflowClient(config.tracking.uri, registry_uri=config.tracking.uri)
     run, value = best_run(client, config)
-    version = mlflow.register_model(f"runs:/{run.info.run_id}/{MODEL}", config.model_name,
+    version = mlflow.register_model(f"runs:/{run.info.run_id}/{artifacts.MODEL}", config.model_name,
                                     tags={"sweep_id": config.sweep, config.metric: str(value)})
     client.set_registered_model_alias(config.model_name, config.alias, version.version)
     return Promotion(run, value, version.version)

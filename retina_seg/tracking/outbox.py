@@ -28,6 +28,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from retina_seg.config import TrackingConfig
+from retina_seg.tracking import artifacts
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ class Outbox:
     def log_model(self, log_model: Callable[[Path | None], None]) -> None:
         """`log_model(None)` logs the run's model to its run; offline `log_model(<folder>/model)` saves it locally."""
         if not self._send(lambda: log_model(None)):
-            log_model(self.offline / "model")
+            log_model(self.offline / artifacts.MODEL)
 
     def __enter__(self) -> Outbox:
         return self

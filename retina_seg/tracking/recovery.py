@@ -23,6 +23,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from retina_seg.config import Config, ConfigError, validate
+from retina_seg.tracking import artifacts
 from retina_seg.tracking.runs import check_tracking, process_started
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ def resumed_config(cfg: DictConfig, overrides: List[str]) -> DictConfig:
         raise ConfigError(f"resume={run_id}: the run is {run.info.status}; only KILLED or FAILED runs can be resumed "
                           "(a RUNNING run whose process died: python -m retina_seg.reconcile)")
     with tempfile.TemporaryDirectory() as folder:
-        trained = OmegaConf.load(client.download_artifacts(run_id, "config.yaml", folder))
+        trained = OmegaConf.load(client.download_artifacts(run_id, artifacts.CONFIG, folder))
     changes = [o.lstrip("+") for o in overrides if not o.startswith(("resume=", "hydra.", "~"))]
     groups = [o for o in changes if isinstance(trained.get(o.split("=", 1)[0]), DictConfig)]
     if groups:
@@ -87,15 +88,16 @@ def resumed_config(cfg: DictConfig, overrides: List[str]) -> DictConfig:
     return merged
 
 
-def fetch_checkpoint(client: MlflowClient, run_id: str, stem: str, staging: Path) -> pd.DataFrame:
-    """Download the last checkpoint of a run (`<stem>.h5`, `<stem>.csv`) into `staging`; returns the
+def fetch_checkpoint(client: MlflowClient, run_id: str, backbone: str, staging: Path) -> pd.DataFrame:
+    """Download the last checkpoint of a run (`<BACKBONE>_Retinal.h5` and `.csv`) into `staging`; returns the
     history of its epochs."""
     names = {a.path for a in client.list_artifacts(run_id)}
-    missing = [n for n in (f"{stem}.h5", f"{stem}.csv") if n not in names]
+    checkpoint = (artifacts.weights(backbone), artifacts.history(backbone))
+    missing = [n for n in checkpoint if n not in names]
     if missing:
         raise ConfigError(f"resume={run_id}: the run has no checkpoint ({', '.join(missing)} not "
                           "logged): it stopped before its first epoch ended; start a new run instead")
     staging.mkdir(parents=True, exist_ok=True)
-    for name in (f"{stem}.h5", f"{stem}.csv"):
+    for name in checkpoint:
         client.download_artifacts(run_id, name, str(staging))
-    return pd.read_csv(staging / f"{stem}.csv")
+    return pd.read_csv(staging / artifacts.history(backbone))

@@ -12,7 +12,7 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import segmentation_models  # noqa: F401  (registers custom layers such as FixedDropout for model_from_json)
 import tensorflow as tf
@@ -21,18 +21,29 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from tf_keras.src.saving.serialization_lib import SafeModeScope
 
-from retina_seg.config import CONF_DIR, Config, InferenceConfig, validate
+from retina_seg.config import (
+    CONF_DIR,
+    Config,
+    InferenceConfig,
+    Rescale,
+    Sampling,
+    describe_inference,
+    inference_in_force,
+    validate,
+)
+from retina_seg.errors import UserError
 from retina_seg.inference.ensemble import EnsemblePredictor
 from retina_seg.inference.predictor import Predictor
 from retina_seg.inference.segmenter import Segmenter
+from retina_seg.tracking import artifacts
+
+METRICS = str(Path(artifacts.SUMMARY).parent)  # the folder of metric files, downloaded with the model
 
 log = logging.getLogger(__name__)
-SUFFIX = "_Retinal"
-FOLDS = "folds"  # in a folder of run files: one subfolder fold<k> per cross-validation fold
 CODE_CARRYING_LAYERS = {"Lambda", "TFOpLambda", "SlicingOpLambda"}
 
 
-class ModelSourceError(ValueError):
+class ModelSourceError(UserError):
     """A run id or folder that does not hold a loadable model; the message says what is missing."""
 
 
@@ -56,6 +67,7 @@ class LoggedModel:
     models: list  # tf.keras.Model: one, or one per fold of a cross-validation parent run (an ensemble)
     config: Config  # the training run's resolved config: preprocessing, image_size, sampling...
     thresholds: dict  # per channel, chosen on validation when the model was evaluated (0.5 if unknown)
+    fov_width: float | None  # the training images' median FOV width (None for runs logged before it was kept)
     experiment_id: str | None
 
     @property
@@ -78,8 +90,8 @@ def load_logged_model(source: str, tracking_uri: str | None, trust: bool = False
     `folds/fold<k>/` hold one model each (a parent's served model)."""
     folder = Path(source)
     if folder.is_dir():
-        members = sorted((folder / FOLDS).iterdir(), key=lambda f: int(f.name.removeprefix("fold"))) if (
-            folder / FOLDS).is_dir() else [folder]
+        members = sorted((folder / artifacts.FOLDS).iterdir(), key=lambda f: int(f.name.removeprefix("fold"))) if (
+            folder / artifacts.FOLDS).is_dir() else [folder]
         return LoggedModel([_build(*_find_pair(member), trust=trust) for member in members],
                            *_config_and_thresholds(folder, fallback), None)
     tracking_uri = tracking_uri or default_tracking_uri()
@@ -87,7 +99,7 @@ def load_logged_model(source: str, tracking_uri: str | None, trust: bool = False
     run = find_run(client, source, tracking_uri)
     if "cv_folds" in run.data.tags:
         return _load_folds(client, run, trust)
-    with _downloaded(client, run, (".json", ".h5", "config.yaml", "metrics")) as folder:
+    with _downloaded(client, run, (".json", ".h5", artifacts.CONFIG, METRICS)) as folder:
         return LoggedModel([_build(*_find_pair(folder), trust=trust)], *_config_and_thresholds(folder, fallback),
                            run.info.experiment_id)
 
@@ -106,37 +118,44 @@ def _load_folds(client: MlflowClient, parent, trust: bool) -> LoggedModel:
     for fold in folds:
         with _downloaded(client, fold, (".json", ".h5")) as folder:
             models.append(_build(*_find_pair(folder), trust=trust))
-    with _downloaded(client, parent, ("config.yaml", "metrics"), require_model=False) as folder:
+    with _downloaded(client, parent, (artifacts.CONFIG, METRICS), require_model=False) as folder:
         return LoggedModel(models, *_config_and_thresholds(folder, None), parent.info.experiment_id)
 
 
-def _config_and_thresholds(folder: Path, fallback: Config | None) -> tuple[Config, dict]:
-    if (folder / "config.yaml").is_file():
-        config = validate(OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(folder / "config.yaml")))
+def _config_and_thresholds(folder: Path, fallback: Config | None) -> tuple[Config, dict, float | None]:
+    """The run's config, its validation thresholds and its training FOV width, from its files."""
+    if (folder / artifacts.CONFIG).is_file():
+        config = validate(OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(folder / artifacts.CONFIG)))
     elif fallback is not None:
         log.warning("%s has no config.yaml: assuming image_size=%d, sampling=%s and the command line's "
                     "preprocessing", folder, fallback.image_size, fallback.data.sampling.value)
         config = fallback
     else:
         raise ModelSourceError(f"{folder}: no config.yaml beside the model (needed for its preprocessing)")
-    summary = folder / "metrics" / "summary.json"
+    summary = folder / artifacts.SUMMARY
     known = json.loads(summary.read_text()) if summary.is_file() else {}
     channels = config.data.channels
     thresholds = {c: known.get("threshold" if len(channels) == 1 else f"threshold_{c}", 0.5) for c in channels}
-    return config, thresholds
+    return config, thresholds, known.get(artifacts.FOV_WIDTH)
 
 
 def load_segmenter(source: str | Path, tracking_uri: str | None = None, trust: bool = False,
-                   inference: InferenceConfig | None = None, fallback: Config | None = None) -> Segmenter:
+                   overrides: Sequence[str] = (), fallback: Config | None = None) -> Segmenter:
     """The whole inference path of a run (its id, a cross-validation parent's id for the ensemble of its folds,
     or a folder of its files: `<BACKBONE>_Retinal.json/.h5`, `config.yaml`, `metrics/summary.json`): the one
-    place `predict` and the served model build it.
-    `inference` overrides the run's own sliding-window/TTA/FOV settings."""
+    place `predict` and the served model build it, with the run's own inference settings (what its recipe
+    measured) under any `inference.<key>=<value>` of `overrides` (a command line); the settings in force are
+    logged."""
     logged = load_logged_model(str(source), tracking_uri, trust=trust, fallback=fallback)
     trained = logged.config
-    settings = inference or trained.inference
+    settings, given = inference_in_force(trained.inference, overrides)
+    log.info(describe_inference(settings, given))
+    if settings.rescale is Rescale.fov and logged.fov_width is None and trained.data.sampling is Sampling.patches:
+        log.warning("%s records no training FOV width (logged before it was kept): photographs are predicted at "
+                    "their own scale", source)
+    rescaling = settings.rescale is Rescale.fov and trained.data.sampling is Sampling.patches
     return Segmenter(logged.predictor(settings), trained.preprocess, trained.data.channels, logged.thresholds,
-                     settings.fov_mask)
+                     settings.fov_mask, logged.fov_width if rescaling else None)
 
 
 def refuse_code(architecture: dict, path: Path) -> None:
@@ -175,9 +194,10 @@ def _build(architecture: Path, weights: Path, trust: bool) -> tf.keras.Model:
 
 
 def _find_pair(folder: Path) -> tuple[Path, Path]:
-    found = sorted(folder.glob(f"*{SUFFIX}.json"))
+    found = sorted(folder.glob(f"*{artifacts.SUFFIX}.json"))
     if len(found) != 1:
-        raise ModelSourceError(f"{folder}: expected exactly one *{SUFFIX}.json, found {[p.name for p in found]}")
+        raise ModelSourceError(f"{folder}: expected exactly one *{artifacts.SUFFIX}.json, found "
+                               f"{[p.name for p in found]}")
     weights = found[0].with_suffix(".h5")
     if not weights.is_file():
         raise ModelSourceError(f"{folder}: {found[0].name} has no matching {weights.name}")
@@ -198,8 +218,8 @@ def _downloaded(client: MlflowClient, run, endings: tuple, require_model: bool =
     block ends: what is built from it is read into memory inside the block (weights can be 100 MB a run)."""
     run_id = run.info.run_id
     names = [a.path for a in client.list_artifacts(run_id) if a.path.endswith(endings)]
-    if require_model and not any(name.endswith(f"{SUFFIX}.json") for name in names):
-        raise ModelSourceError(f"run {run_id} has no *{SUFFIX}.json / .h5 model artifacts")
+    if require_model and not any(name.endswith(f"{artifacts.SUFFIX}.json") for name in names):
+        raise ModelSourceError(f"run {run_id} has no *{artifacts.SUFFIX}.json / .h5 model artifacts")
     with tempfile.TemporaryDirectory(prefix=f"retina-seg-{run_id[:8]}-") as folder:
         for name in names:
             client.download_artifacts(run_id, name, folder)

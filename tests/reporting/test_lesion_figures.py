@@ -12,7 +12,11 @@ from retina_seg.config import InferenceConfig, Sampling
 from retina_seg.data.loading import Arrays
 from retina_seg.evaluation.scoring import evaluate_model
 from retina_seg.inference.predictor import Predictor
-from retina_seg.reporting.lesion_figures import LESION_COLOURS, densest_crop, paint, plot_lesions
+from retina_seg.reporting.lesion_figures import densest_crop, paint, plot_lesions
+from retina_seg.reporting.palette import CLASS_COLOURS, OKABE_ITO, class_colours
+from retina_seg.reporting.report import run_sections, write_report
+from retina_seg.tracking import artifacts
+from tests.conftest import TINY, compose_config
 from tests.inference.test_predictor import pointwise_model
 
 CHANNELS = ["MA", "EX"]
@@ -26,6 +30,13 @@ def lesion_masks(height=120, width=160):
     return masks
 
 
+def test_every_class_colour_is_okabe_ito_and_a_lesion_model_gets_distinct_ones():
+    lesions = class_colours(["MA", "HE", "EX", "SE", "OD", "drusen", "scar"])
+    assert set(lesions.values()) <= set(OKABE_ITO.values()) and set(CLASS_COLOURS.values()) <= set(OKABE_ITO.values())
+    assert len(set(lesions.values())) == 7  # unknown classes take colours no known lesion uses
+    assert lesions["EX"] == OKABE_ITO["yellow"] and class_colours(["vessels"]) == {"vessels": OKABE_ITO["sky_blue"]}
+
+
 def test_densest_crop_finds_the_cluster_and_stays_inside():
     top, left, side = densest_crop(lesion_masks(), 40)
     assert side == 40 and top <= 80 and top + side >= 100 and left <= 20 and left + side >= 40
@@ -36,7 +47,7 @@ def test_densest_crop_finds_the_cluster_and_stays_inside():
 def test_paint_uses_one_colour_per_lesion_type():
     image = np.full((120, 160, 3), 90, np.uint8)
     painted = paint(image, lesion_masks(), CHANNELS, alpha=1.0)
-    assert tuple(painted[10, 150]) == LESION_COLOURS["MA"] and tuple(painted[85, 25]) == LESION_COLOURS["EX"]
+    assert tuple(painted[10, 150]) == CLASS_COLOURS["MA"] and tuple(painted[85, 25]) == CLASS_COLOURS["EX"]
     assert tuple(painted[0, 0]) == (90, 90, 90)
 
 
@@ -48,7 +59,7 @@ def test_plot_lesions_writes_truth_beside_prediction(tmp_path):
     picture = mpimg.imread(path)
     assert picture.shape[0] > 1000 and picture.shape[1] > 1000
     colours = {tuple(np.round(p * 255).astype(int)) for p in picture[..., :3].reshape(-1, 3)[::7]}
-    assert LESION_COLOURS["EX"] in colours  # the legend and the panels carry the exudate colour
+    assert CLASS_COLOURS["EX"] in colours  # the legend and the panels carry the exudate colour
 
 
 def test_lesion_evaluation_writes_pooled_metrics_csv_and_figures(tmp_path):
@@ -64,3 +75,24 @@ def test_lesion_evaluation_writes_pooled_metrics_csv_and_figures(tmp_path):
     table = pd.read_csv(tmp_path / "metrics" / "per_image.csv")
     assert len(table) == 6 and {"image", "channel", "aupr", "f1"} <= set(table.columns)
     assert sorted(p.name for p in (tmp_path / "lesions").iterdir()) == ["a.png", "b.png", "c.png"]
+
+
+def test_a_lesion_report_shows_pr_curves_with_pooled_aupr_and_the_best_and_worst_images(tmp_path):
+    rng = np.random.default_rng(4)
+    images = [rng.integers(0, 255, (96, 128, 3), dtype=np.uint8) for _ in range(4)]
+    masks = [(rng.random((96, 128, 2)) < share).astype(np.uint8) for share in (0.01, 0.02, 0.05, 0.1)]
+    arrays = Arrays(images=images, masks=masks, fov=[np.ones((96, 128), bool)] * 4, names=["a", "b", "c", "d"])
+    predictor = Predictor(pointwise_model(), 64, Sampling.patches, InferenceConfig())
+    summary = evaluate_model(predictor, {"val": arrays, "test": arrays}, CHANNELS, tmp_path, lesions=True)
+    svg = (tmp_path / artifacts.LESION_PR).with_suffix(".svg").read_text()
+    for channel in CHANNELS:  # each lesion's legend entry carries the challenge's pooled AUPR of that lesion
+        assert f"{channel}  AUPR {summary[f'test_aupr_{channel.lower()}']:.3f} (4 images)" in svg
+    per_image = pd.read_csv(tmp_path / artifacts.PER_IMAGE).groupby("image")["aupr"].mean()
+    write_report(tmp_path, "lesions", run_sections(tmp_path, compose_config(TINY)))
+    report = (tmp_path / artifacts.REPORT_MD).read_text()
+    assert "## Precision-recall per lesion" in report and f"]({artifacts.LESION_PR})" in report
+    best, worst = per_image.idxmax(), per_image.idxmin()
+    assert best != worst
+    assert f"## Best test image by mean AUPR over lesions: {best} ({per_image[best]:.3f})" in report
+    assert f"## Worst test image by mean AUPR over lesions: {worst} ({per_image[worst]:.3f})" in report
+    assert f"](lesions/{best}.png)" in report and f"](lesions/{worst}.png)" in report

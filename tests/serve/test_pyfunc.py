@@ -46,7 +46,7 @@ def test_logged_model_carries_signature_example_and_weights_without_optimizer(lo
     folder = Path(mlflow.artifacts.download_artifacts(f"runs:/{result.run_id}/model", dst_path=str(tmp / "dl")))
     info = mlflow.models.get_model_info(f"runs:/{result.run_id}/model")
     assert [c["name"] for c in info.signature.inputs.to_dict()] == ["image"]
-    assert {p.name for p in info.signature.params.params} == {"threshold", "return_probabilities"}
+    assert {p.name for p in info.signature.params.params} == {"threshold", "return_probabilities", "return_image"}
     assert (folder / "input_example.json").is_file() and (folder / "serving_input_example.json").is_file()
     assert not list(folder.rglob("*.pkl")), "the model directory must not hold pickles"
     with h5py.File(next(folder.rglob("resnet18_Retinal.h5")), "r") as weights:
@@ -61,6 +61,7 @@ def test_pyfunc_masks_equal_predict_pixel_for_pixel(logged):
     answer = model.predict(pd.DataFrame({"image": [encoded(inputs / n) for n in names]}),
                            params={"return_probabilities": True})
     assert list(answer["height"]) == [130] * 5 and list(answer["width"]) == [150] * 5
+    assert list(answer["scale"]) == [1.0] * 5  # predict wrote these files at the same scale
     for name, row in zip(names, answer.itertuples(), strict=True):
         mask = decoded(row.mask)
         assert mask.shape == (130, 150) and set(np.unique(mask)) <= {0, 255}
@@ -68,7 +69,12 @@ def test_pyfunc_masks_equal_predict_pixel_for_pixel(logged):
         prob = decoded(row.probabilities)
         assert prob.dtype == np.uint16
         assert np.abs(prob / 65535 - predicted(tmp, name, "prob") / 255).max() <= 0.5 / 255 + 1e-6
+        assert row.area == np.count_nonzero(mask) and row.fov_share == row.area / row.fov_area, name
+        assert not hasattr(row, "regions"), "a vessel model counts no regions"
     assert predicted(tmp, "colour.png").any(), "an all-black mask would prove nothing"
+    # return_image: the photograph as the model read it (here a TIFF, which browsers cannot show)
+    read = model.predict(pd.DataFrame({"image": [encoded(inputs / "scan.tif")]}), params={"return_image": True})
+    np.testing.assert_array_equal(decoded(read["image"][0]), cv2.imread(str(inputs / "scan.tif")))
     everything = model.predict(pd.DataFrame({"image": [encoded(inputs / "colour.png")]}), params={"threshold": 0.0})
     np.testing.assert_array_equal(decoded(everything["mask"][0]) > 0, predicted(tmp, "colour.png", "prob") >= 0)
 
