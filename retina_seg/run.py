@@ -32,7 +32,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from retina_seg.cli import interrupted, run_app, user_errors
-from retina_seg.config import Config, ConfigError, Sampling, Task, validate
+from retina_seg.config import Config, ConfigError, Sampling, Task, refuse_overridden_smoke_trainer, validate
 from retina_seg.data.augment import build_augmentation
 from retina_seg.data.folds import fold_samples, plan_folds, split_record
 from retina_seg.data.loading import (
@@ -181,8 +181,8 @@ def train_run(cfg: DictConfig, config: Config, splits: dict, split: dict, observ
         mlflow.log_params({"inference.precision_used": predictor.precision.name})
         # the scale photographs from other cameras are matched to (inference.rescale=fov), kept with the model
         scale = {artifacts.FOV_WIDTH: median_fov_width(splits["train"])}
-        summary = evaluate_model(predictor, splits, channels, staging, second=observers,
-                                 lesions=config.data.task is Task.lesions, extra=scale)
+        summary = evaluate_model(predictor, evaluated(splits, config.trainer.evaluation_images), channels, staging,
+                                 second=observers, lesions=config.data.task is Task.lesions, extra=scale)
         log_summary(summary, outbox.log_metrics)
         write_report(staging, f"{name} ({run.info.run_id})", run_sections(staging, cfg))
         outbox.log_artifacts(staging)
@@ -229,8 +229,8 @@ def run_folds(cfg: DictConfig, config: Config, samples: list, observers: dict, w
         if plan.official_test:  # every fold saw the same official test images: evaluate the ensemble on them
             ensemble = EnsemblePredictor([Predictor(r.model, config.image_size, config.data.sampling, config.inference)
                                           for r in results])
-            summary = evaluate_model(ensemble, fold_splits[0], channels, staging, thresholds, observers,
-                                     extra=scale)
+            summary = evaluate_model(ensemble, evaluated(fold_splits[0], config.trainer.evaluation_images), channels,
+                                     staging, thresholds, observers, extra=scale)
         else:
             summary = out_of_fold([artifacts.staging(workdir / f"fold{k}") for k in range(plan.folds)], channels,
                                   thresholds, staging, scale)
@@ -246,6 +246,15 @@ def run_folds(cfg: DictConfig, config: Config, samples: list, observers: dict, w
     log.info("cross-validation run %s: test F1 %.4f +- %.4f over %d folds", run.info.run_id, table["test_f1"].mean(),
              table["test_f1"].std(ddof=1), plan.folds)
     return JobResult(run_id=run.info.run_id, model=None, metrics=summary, objective=objective)
+
+
+def evaluated(splits: dict, limit: int | None) -> dict:
+    """The splits the end-of-run evaluation predicts: at most `limit` validation and test images each, the first in
+    file order (`trainer.evaluation_images`; None: all)."""
+    if limit is None:
+        return splits
+    return {split: arrays.take(range(min(limit, len(arrays)))) if split in ("val", "test") else arrays
+            for split, arrays in splits.items()}
 
 
 def example_photograph(samples: list) -> np.ndarray:
@@ -290,6 +299,7 @@ def main(cfg: DictConfig) -> float:
     sigterm_as_interrupt()  # again: a launcher's worker process calls this task without run_app
     limit_threads(hydra_config)
     try:
+        refuse_overridden_smoke_trainer(cfg.trainer, hydra_config.runtime.choices, list(hydra_config.overrides.task))
         return run_job(cfg, Path(hydra_config.runtime.output_dir), sweep_tags(hydra_config),
                        list(hydra_config.overrides.task)).objective
     except (TrainingDiverged, ServerLost) as exc:

@@ -34,10 +34,11 @@ def isolate(tmp_path: Path) -> list[str]:
             f"data.root={tmp_path}/cache", "tracking.experiment=test", f"cache_dir={tmp_path}/arrays"]
 
 
-def compose_config(overrides: list[str], name: str = "config"):
-    """The real config tree composed like the command line does (`name`: config, evaluate or predict)."""
+def compose_config(overrides: list[str], name: str = "config", with_hydra: bool = False):
+    """The real config tree composed like the command line does (`name`: config, evaluate or predict);
+    `with_hydra`: with Hydra's own node (`hydra.runtime.choices`, the sweeper's params)."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name=name, overrides=overrides)
+        return compose(config_name=name, overrides=overrides, return_hydra_config=with_hydra)
 
 
 def run_cli(module: str, overrides: list[str], tmp_path: Path, timeout: int = 600) -> subprocess.CompletedProcess:

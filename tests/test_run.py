@@ -66,7 +66,7 @@ def test_the_mlflow_record_holds_no_noise(finished):
 
 
 def test_params_leave_out_what_does_not_apply_to_a_real_dataset():
-    cfg = compose_config(["+experiment=chase_db1_vessels", "data.root=/data/CHASE_DB1", "inference.mode=whole"])
+    cfg = compose_config(["experiment=chase_db1_vessels", "data.root=/data/CHASE_DB1", "inference.mode=whole"])
     params = run_params(validate(cfg), OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     assert params["data.name"] == "chase_db1" and params["data.foreground_share"] == "0.5"
     assert params["preprocess.clahe_clip_limit"] == "2.0" and params["inference.memory_budget_mb"] == "4096"
@@ -169,7 +169,7 @@ def test_chase_recipe_runs_unchanged_on_the_drive_layout(tmp_path):
     from tests import layouts
 
     root = layouts.drive(tmp_path / "DRIVE")
-    done = run_cli("retina_seg.run", ["+experiment=chase_db1_vessels", "data=drive", f"data.root={root}",
+    done = run_cli("retina_seg.run", ["experiment=chase_db1_vessels", "data=drive", f"data.root={root}",
                                       *isolate(tmp_path)[:2], "tracking.experiment=test", "trainer.epochs=1",
                                       "trainer.steps_per_epoch=1", "image_size=64"], tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -177,3 +177,30 @@ def test_chase_recipe_runs_unchanged_on_the_drive_layout(tmp_path):
     assert run.info.status == "FINISHED" and run.data.tags["dataset"] == "drive"
     assert run.data.params["preprocess.clahe"] == "True" and run.data.params["data.sampling"] == "patches"
     assert run.data.params["backbone.name"] == "resnet18" and run.data.params["trainer.time_limit_minutes"] == "45.0"
+
+
+def test_a_recipe_smoke_tested_with_debug_fast_end_to_end(tmp_path):
+    """`+experiment=idrid_lesions debug=fast` (the older spelling of the experiment, as users have it) on a miniature
+    IDRiD: the recipe's own data, preprocessing, model, loss and class shares, trained one epoch of two steps,
+    one validation and one test image evaluated, logged to the experiment `debug`."""
+    from tests import layouts
+
+    root = layouts.idrid(tmp_path / "IDRiD")
+    done = run_cli("retina_seg.run", ["+experiment=idrid_lesions", "debug=fast", f"data.root={root}",
+                                      *isolate(tmp_path)[:2], f"cache_dir={tmp_path}/arrays"], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    [run] = runs_in(tmp_path)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    assert run.info.status == "FINISHED" and client.get_experiment(run.info.experiment_id).name == "debug"
+    params = run.data.params
+    recipe = {"data.name": "idrid", "backbone.name": "resnet18", "loss.bce": "1.0", "preprocess.clahe": "True",
+              "data.max_side": "2144", "image_size": "256", "trainer.batch_size": "4", "trainer.lr": "0.001",
+              "loss.positive_weights": "[5.0, 2.0, 2.0, 3.0]", "augmentation.name": "light"}
+    smoke = {"trainer.epochs": "1", "trainer.steps_per_epoch": "2", "trainer.time_limit_minutes": "None",
+             "trainer.run_eagerly": "True", "trainer.validation_windows": "8", "trainer.evaluation_images": "1",
+             "inference.flip_tta": "False"}
+    assert {key: params[key] for key in {**recipe, **smoke}} == {**recipe, **smoke}
+    assert (params["data.class_shares.MA"], params["data.class_shares.SE"]) == ("0.2", "0.15")
+    assert len(client.get_metric_history(run.info.run_id, "loss")) == 1
+    per_image = pd.read_csv(client.download_artifacts(run.info.run_id, "metrics/per_image.csv", str(tmp_path)))
+    assert list(per_image["image"].unique()) == ["IDRiD_05"] and list(per_image["channel"]) == ["MA", "HE", "EX", "SE"]
