@@ -35,6 +35,7 @@ from retina_seg.tracking import artifacts
 from retina_seg.tracking.reload import load_segmenter
 
 RUN_FILES = (artifacts.CONFIG, artifacts.SUMMARY)
+CARRIED_FILES = (artifacts.MODEL_CARD, artifacts.VALIDATION_STATISTICS)  # carried when the run wrote them
 
 
 class RetinaSegModel(mlflow.pyfunc.PythonModel):
@@ -77,6 +78,7 @@ def log_pipeline_model(run_files: Path, config: Config, example: np.ndarray, pat
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "run"
         copies = [(run_files / name, folder / name) for name in RUN_FILES]
+        copies += [(run_files / name, folder / name) for name in CARRIED_FILES if (run_files / name).is_file()]
         if folds:
             copies += [(fold / name, artifacts.fold_folder(folder, k) / name)
                        for k, fold in enumerate(folds) for name in pair]
