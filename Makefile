@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test ui lint bench serve clean postgres server server-stop bench-server stress
+.PHONY: setup run test ui lint bench serve clean postgres services server server-stop bench-server stress
 
 setup: $(STAMP)
 
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 run: setup  ## train the default job on the built-in synthetic dataset, logged to ./mlflow.db
 	$(BIN)/python -m retina_seg.run
 
-test: setup postgres  ## the suite, two test files at a time (pytest-xdist)
+test: setup postgres services  ## the suite, two test files at a time (pytest-xdist)
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 ui: setup  ## browse runs at http://127.0.0.1:5000
@@ -37,6 +37,13 @@ postgres:  ## PostgreSQL for `make server` and its tests: installed with apt whe
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
 	  else echo "PostgreSQL is missing (apt-get install postgresql): the team-server tests will skip"; fi
+
+services:  ## Prometheus (with promtool) and nginx for the deployment tests: installed with apt when missing and we are root
+	@command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 && \
+	  { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; } || \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus nginx; \
+	  else echo "Prometheus or nginx is missing (apt-get install prometheus nginx): the deployment tests will skip"; fi
 
 server: setup postgres  ## PostgreSQL + MLflow tracking server on 127.0.0.1:5000, data in .server/ (AUTH=1: accounts)
 	$(BIN)/python -m retina_seg.server $(if $(AUTH),auth=true) $(ARGS)

@@ -26,11 +26,16 @@ class Segmenter:
     thresholds: Dict[str, float]  # per channel, chosen on validation
     fov_mask: bool  # zero everything outside the field of view
 
-    def probabilities(self, image: np.ndarray) -> np.ndarray:
-        """uint8 RGB (H, W, 3) as read from the file -> float32 (H, W, C) in [0, 1]."""
+    def fov(self, image: np.ndarray) -> np.ndarray:
+        """uint8 {0, 1} (H, W): the field of view derived from the photograph, as the model's training read it."""
+        return derive_fov(image, self.preprocess.fov_threshold)
+
+    def probabilities(self, image: np.ndarray, fov: np.ndarray | None = None) -> np.ndarray:
+        """uint8 RGB (H, W, 3) as read from the file -> float32 (H, W, C) in [0, 1]; `fov`: the image's
+        field of view when the caller already derived it."""
         prob = self.predictor(preprocess_image(image, self.preprocess))
         if self.fov_mask:
-            prob *= derive_fov(image, self.preprocess.fov_threshold)[..., None]
+            prob *= (self.fov(image) if fov is None else fov)[..., None]
         return prob
 
     def masks(self, prob: np.ndarray, threshold: float | None = None) -> np.ndarray:
