@@ -85,6 +85,14 @@ def check_options(args: argparse.Namespace) -> None:
         raise ServeError(f"--access-log {args.access_log}: folder '{Path(args.access_log).parent}' does not exist")
 
 
+def share_cores(workers: int) -> None:
+    """Workers share the cores instead of each TensorFlow taking all of them (a user's TF_NUM_INTRAOP_THREADS
+    and TF_NUM_INTEROP_THREADS win): each gets cores // workers threads, at least one."""
+    threads = str(max(1, len(os.sched_getaffinity(0)) // workers))
+    for variable in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+        os.environ.setdefault(variable, threads)
+
+
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="retina-seg-serve", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -92,7 +100,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5001)
     parser.add_argument("--workers", type=int, default=1,
-                        help="processes, each holding the model, sharing the port and /metrics")
+                        help="processes, each holding the model, sharing the port, the cores and /metrics")
     parser.add_argument("--timeout", type=int, default=None,
                         help="seconds for a request's body to arrive (else HTTP 408) and for its answer (else HTTP "
                              "504); default: MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT, or 60")
@@ -141,6 +149,7 @@ def main() -> None:
                 sys.exit(USER_ERROR)
             ServerOptions(args.model, name, version, str(args.api_keys) if args.api_keys else None,
                           args.metrics_need_key, args.access_log).export()
+            share_cores(args.workers)
             if args.workers == 1:
                 uvicorn.run(APP, **settings)
             else:
