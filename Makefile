@@ -29,8 +29,8 @@ lint: setup
 bench: setup  ## input pipeline, inference modes, then served vs in-process inference on a CHASE_DB1 photograph
 	$(BIN)/python -m benchmarks.bench
 
-serve: setup  ## REST server on 127.0.0.1:5001, e.g. make serve MODEL=models:/retina-seg@champion
-	MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db $(BIN)/retina-seg-serve $(MODEL)
+serve: setup  ## REST server on 127.0.0.1:5001, e.g. make serve MODEL=models:/retina-seg@champion ARGS="--workers 2"
+	MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db $(BIN)/retina-seg-serve $(MODEL) $(ARGS)
 
 postgres:  ## PostgreSQL for `make server` and its tests: installed with apt when missing and we are root
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || \
