@@ -158,7 +158,10 @@ def train_run(cfg: DictConfig, config: Config, splits: dict, split: dict, observ
             mlflow.log_params({**run_params(config, OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)),
                                "model.parameters": model.count_params(),
                                "trainer.replicas": strategy.num_replicas_in_sync,
-                               "trainer.precision_used": precision.name, "trainer.precision_reason": precision.reason})
+                               "trainer.precision_used": precision.name, "trainer.precision_reason": precision.reason,
+                               # what the Predictor below resolves too; logged here, with the rest, while the
+                               # server is known to answer (a call after training would fail a run in an outage)
+                               "inference.precision_used": resolve_precision(config.inference.precision).name})
             log_dataset(config.data.name, config.data.root, {split: arrays.names for split, arrays in splits.items()})
         fov_width = median_fov_width(splits["train"])
         outbox.log_metrics({"fov_width_px": fov_width})  # the scale cross-dataset tests match
@@ -184,7 +187,6 @@ def train_run(cfg: DictConfig, config: Config, splits: dict, split: dict, observ
 
         predictor = Predictor(model, config.image_size, config.data.sampling, config.inference,
                               max_side=config.data.max_side)
-        mlflow.log_params({"inference.precision_used": predictor.precision.name})
         summary = evaluate_model(predictor, splits, channels, staging, second=observers,
                                  lesions=config.data.task is Task.lesions)
         log_summary(summary, outbox.log_metrics)
