@@ -19,7 +19,8 @@ F1/AUC of each mode on the CHASE_DB1 test images (threshold chosen on validation
 model from `--run-id` or trained for `--train-minutes` inside the bench.
 
 Section `serving` (`benchmarks/serving.py`): one CHASE_DB1 photograph in process and through
-`retina-seg-serve` (skipped with a message when the CHASE_DB1 copy is absent).
+`retina-seg-serve`, 4 clients against 1 and against 2 workers (skipped with a message when the CHASE_DB1 copy
+is absent).
 
     python -m benchmarks.bench [--sections pipeline precision inference serving] [--steps 30] [--chase-root PATH]
                                [--run-id ID --tracking-uri URI] [--xla] [--serving-seconds 60]

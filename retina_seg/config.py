@@ -310,6 +310,9 @@ class TrackingConfig:
     # how long a tracking server may stay unreachable before a run gives up on it and keeps its files locally
     outage_limit_seconds: float = 120.0
     heartbeat_seconds: float = 60.0  # how often a running job refreshes its run's `heartbeat` tag
+    # MLflow's own system metrics (system/cpu_utilization_percentage, memory, disk, network; GPU with nvidia-ml-py)
+    # every 10 s (MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL) while the run is open
+    system_metrics: bool = True
 
     def __post_init__(self) -> None:
         _require(0 < self.outage_limit_seconds <= 900, "tracking.outage_limit_seconds", "a number in (0, 900]",

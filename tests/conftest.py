@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -57,12 +59,14 @@ def runs_in(tmp_path: Path) -> list:
     return client.search_runs(experiments) if experiments else []
 
 
-def wait_until_up(proc: subprocess.Popen, url: str, log_path: Path, seconds: float) -> None:
-    """Poll a server's health `url` until it answers 200; fail with the end of its log if it dies or is late."""
+def wait_until_up(proc: subprocess.Popen, url: str, log_path: Path, seconds: float,
+                  context: ssl.SSLContext | None = None) -> None:
+    """Poll a server's health `url` until it answers 200; fail with the end of its log if it dies or is late
+    (`context`: the TLS settings of an https URL)."""
     deadline = time.time() + seconds
     while True:
         try:
-            with urllib.request.urlopen(url, timeout=2) as answer:
+            with urllib.request.urlopen(url, timeout=2, context=context) as answer:
                 if answer.status == 200:
                     return
         except OSError:
@@ -95,6 +99,18 @@ def stop_group(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def system_program(name: str, package: str) -> str:
+    """The path of a program from a Debian package (also looked for in /usr/sbin); when it is missing the test
+    skips saying how to install it, or fails under CI, which installs it through `make test`."""
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+    if path is None:
+        reason = f"{name} is missing: apt-get install {package} (make services)"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI installs it through make test: {reason}")
+        pytest.skip(reason)
+    return path
 
 
 def free_port() -> int:

@@ -18,6 +18,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from retina_seg.data.loading import Arrays, read_mask, warn_thresholded
+from retina_seg.inference.drift import image_statistics, record
 from retina_seg.inference.metrics import FIXED_THRESHOLD, choose_thresholds, evaluate, observer_metrics, pooled_metrics
 from retina_seg.inference.predictor import Predictor
 from retina_seg.reporting.figures import plot_examples
@@ -43,9 +44,13 @@ def evaluate_model(predictor: Predictor, splits: dict, channels: list[str], stag
     image in lesions/. `extra`: figures kept beside the test metrics in the summary (a training run's FOV width,
     the scale its model predicts at). `source_thresholds`: the evaluated run's own validation thresholds, to report
     test F1 at them as well (`test_f1_at_source_threshold`) when another dataset's validation split chose
-    `thresholds`."""
+    `thresholds`. Thresholds chosen here also leave the validation images' drift statistics
+    (`metrics/validation_statistics.json`), from the same validation predictions."""
     if thresholds is None:
-        thresholds = choose_thresholds(predict_split(predictor, splits["val"], "validation"), splits["val"], channels)
+        validation = splits["val"]
+        val_probs = predict_split(predictor, validation, "validation")
+        thresholds = choose_thresholds(val_probs, validation, channels)
+        write_validation_statistics(staging, val_probs, validation, channels, thresholds)
     test = splits["test"]
     started = time.perf_counter()
     probs = predict_split(predictor, test, "test")
@@ -85,6 +90,17 @@ def write_metrics(staging: Path, per_image: pd.DataFrame, summary: dict) -> None
     (staging / artifacts.PER_IMAGE).parent.mkdir(parents=True, exist_ok=True)
     per_image.to_csv(staging / artifacts.PER_IMAGE, index=False)
     (staging / artifacts.SUMMARY).write_text(json.dumps(summary, indent=2))
+
+
+def write_validation_statistics(staging: Path, probs: list, arrays: Arrays, channels: list[str],
+                                thresholds: dict) -> None:
+    """Each validation image's field-of-view fraction and predicted foreground fractions at `thresholds`
+    (inference/drift.py), what the served model's live figures are compared with."""
+    levels = [thresholds[c] for c in channels]
+    images = [image_statistics(prob >= levels, fov, channels) for prob, fov in zip(probs, arrays.fov, strict=True)]
+    (staging / artifacts.VALIDATION_STATISTICS).parent.mkdir(parents=True, exist_ok=True)
+    (staging / artifacts.VALIDATION_STATISTICS).write_text(
+        json.dumps(record(list(arrays.names), images, channels, thresholds), indent=1))
 
 
 def log_summary(summary: dict, log_metrics=mlflow.log_metrics) -> None:
