@@ -378,7 +378,6 @@ class EvaluateConfig(Config):
     run_ids: List[str] = field(default_factory=list)  # more runs for the cross-dataset table
     targets: List[str] = field(default_factory=list)  # dataset names (conf/data) to evaluate every run on
     roots: Dict[str, str | None] = field(default_factory=dict)  # data.root of each target dataset
-    rescale: Rescale = Rescale.fov  # how target images are matched to the training resolution
     threshold: ThresholdRule = ThresholdRule.source  # the binarisation threshold on a dataset other than the run's own
 
     def __post_init__(self) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Sequence
 
 import hydra
 import mlflow
@@ -29,11 +30,14 @@ from retina_seg.config import (
     ConfigError,
     DataConfig,
     EvaluateConfig,
+    InferenceConfig,
     Rescale,
     Sampling,
     Task,
     ThresholdRule,
     compose_tree,
+    describe_inference,
+    inference_in_force,
     validate,
 )
 from retina_seg.data.adapters import ADAPTERS, OFFICIAL_TEST
@@ -50,9 +54,10 @@ from retina_seg.tracking.runs import check_tracking, log_staged, tracked_run
 log = logging.getLogger(__name__)
 
 
-def reevaluate(config: EvaluateConfig, workdir: Path, own_data: bool) -> dict:
+def reevaluate(config: EvaluateConfig, workdir: Path, own_data: bool, overrides: Sequence[str] = ()) -> dict:
     """Evaluate the model of run `config.run_id`, on its own dataset and split (`own_data`) or on the
-    configured one; log the result as a run nested under the training run."""
+    configured one, with the run's own inference settings under the command line's `inference.*` `overrides`;
+    log the result as a run nested under the training run."""
     run_id = _run_ids(config)[0]
     check_tracking(config.tracking)
     if own_data:
@@ -64,13 +69,35 @@ def reevaluate(config: EvaluateConfig, workdir: Path, own_data: bool) -> dict:
     # the model only works with the preprocessing and scale it was trained with
     samples = list_samples(data, seed)  # once: an IDRiD copy without its test set says so once
     splits = load_splits(data, trained.preprocess, seed, samples, config.cache_dir)
+    settings = settings_in_force(logged, overrides)
     if not own_data:
-        return evaluate_logged(logged, run_id, data, samples, splits, config, artifacts.staging(workdir),
-                               {"threshold_rule": config.threshold.value}, **other_data_thresholds(logged, config))
+        splits, scale = at_training_scale(splits, logged, run_id, config.tracking.uri, settings)
+        return evaluate_logged(logged, run_id, data, samples, splits, config, settings, artifacts.staging(workdir),
+                               {"threshold_rule": config.threshold.value, "rescale_factor": scale},
+                               **other_data_thresholds(logged, config))
     # a fold ensemble's folds trained on its own validation images: keep the threshold it was logged with
     thresholds = logged.thresholds if len(logged.models) > 1 else None
-    return evaluate_logged(logged, run_id, data, samples, splits, config, artifacts.staging(workdir),
+    return evaluate_logged(logged, run_id, data, samples, splits, config, settings, artifacts.staging(workdir),
                            thresholds=thresholds)
+
+
+def settings_in_force(logged: LoggedModel, overrides: Sequence[str]) -> InferenceConfig:
+    """The run's own inference settings (what its recipe measured) under the command line's, said in one line."""
+    settings, given = inference_in_force(logged.config.inference, overrides)
+    log.info(describe_inference(settings, given))
+    return settings
+
+
+def at_training_scale(splits: dict, logged: LoggedModel, run_id: str, uri: str,
+                      settings: InferenceConfig) -> tuple[dict, float]:
+    """Another dataset's images (with masks and FOVs) at the scale the model was trained at, by the width of the
+    field of view (`inference.rescale=fov`, patch-trained models): the splits and the test split's median factor;
+    metrics are then computed at that scale. Unchanged (factor 1) otherwise."""
+    if settings.rescale is not Rescale.fov or logged.config.data.sampling is not Sampling.patches:
+        return splits, 1.0
+    width = training_fov_width(logged, run_id, uri)
+    rescaled = {split: rescale_to_fov(arrays, width) for split, arrays in splits.items()}
+    return {split: arrays for split, (arrays, _) in rescaled.items()}, rescaled["test"][1]
 
 
 def other_data_thresholds(logged: LoggedModel, config: EvaluateConfig) -> dict:
@@ -107,11 +134,12 @@ def check_channels(logged: LoggedModel, run_id: str, data: DataConfig) -> None:
 
 
 def evaluate_logged(logged: LoggedModel, run_id: str, data: DataConfig, samples: list, splits: dict,
-                    config: EvaluateConfig, staging: Path, params: dict | None = None,
+                    config: EvaluateConfig, settings: InferenceConfig, staging: Path, params: dict | None = None,
                     thresholds: dict | None = None, source_thresholds: dict | None = None) -> dict:
     """Evaluate on decoded `splits` of `data` (listed as `samples`; thresholds chosen on its validation
-    split unless given; `source_thresholds`: see `evaluate_model`); logged as a run nested under the evaluated run."""
-    predictor = logged.predictor(config.inference)
+    split unless given; `source_thresholds`: see `evaluate_model`) with the inference `settings` in force;
+    logged as a run nested under the evaluated run."""
+    predictor = logged.predictor(settings)
     trained = logged.config
     tags = {"mlflow.parentRunId": run_id, "evaluates_run": run_id, "dataset": data.name,
             "backbone": trained.backbone.name, "arch": trained.arch.name.value}
@@ -120,7 +148,8 @@ def evaluate_logged(logged: LoggedModel, run_id: str, data: DataConfig, samples:
     (staging / artifacts.SPLIT).write_text(json.dumps(split_record(samples), indent=1))
     with tracked_run(config.tracking, staging, tags, experiment_id=logged.experiment_id) as run:
         mlflow.log_params({"evaluated_run_id": run_id, "data.name": data.name, "data.root": data.root,
-                           "inference.stride": predictor.stride, "inference.flip_tta": config.inference.flip_tta,
+                           "inference.stride": predictor.stride, "inference.flip_tta": settings.flip_tta,
+                           "inference.rescale": settings.rescale.value,
                            "inference.precision_used": predictor.precision.name,
                            **(params or {})})
         summary = evaluate_model(predictor, splits, data.channels, staging, thresholds, observers,
@@ -152,7 +181,7 @@ def training_fov_width(logged: LoggedModel, run_id: str, uri: str) -> float:
     return median_fov_width(load_splits(trained.data, trained.preprocess, trained.seed)["train"])
 
 
-def cross_dataset(config: EvaluateConfig, workdir: Path) -> pd.DataFrame:
+def cross_dataset(config: EvaluateConfig, workdir: Path, overrides: Sequence[str] = ()) -> pd.DataFrame:
     """Every run on every target dataset: the trained-on x tested-on table (see `evaluation/cross_dataset.py`).
     Off the diagonal each pair is evaluated (and logged nested under its run); on it, a run's own logged
     test metrics are used. Runs, targets, roots, layouts and channel counts are all checked before
@@ -170,13 +199,14 @@ def cross_dataset(config: EvaluateConfig, workdir: Path) -> pd.DataFrame:
     pairs = []
     for run_id in ids:
         logged = load_logged_model(run_id, uri, trust=config.trust_model)
+        settings = settings_in_force(logged, overrides)
         for name in config.targets:
             data = None if name == trained_on[run_id] else targets[name]
             if data is not None:
                 check_channels(logged, run_id, data)
-            pairs.append((run_id, logged, name, data))
+            pairs.append((run_id, logged, settings, name, data))
     rows = []
-    for run_id, logged, name, data in pairs:
+    for run_id, logged, settings, name, data in pairs:
         trained = logged.config
         row = {"trained_on": trained.data.name, "run_id": run_id, "tested_on": name, "scale": 1.0,
                "threshold_rule": config.threshold.value}
@@ -187,24 +217,21 @@ def cross_dataset(config: EvaluateConfig, workdir: Path) -> pd.DataFrame:
             rows.append({**row, **own})
             continue
         splits = load_splits(data, trained.preprocess, config.seed, listed[name], config.cache_dir)
-        if config.rescale is Rescale.fov and trained.data.sampling is Sampling.patches:
-            width = training_fov_width(logged, run_id, config.tracking.uri)
-            rescaled = {split: rescale_to_fov(arrays, width) for split, arrays in splits.items()}
-            splits = {split: arrays for split, (arrays, _) in rescaled.items()}
-            row["scale"] = rescaled["test"][1]
+        splits, row["scale"] = at_training_scale(splits, logged, run_id, uri, settings)
         staging = artifacts.staging(workdir / f"{run_id[:8]}-{name}")
-        summary = evaluate_logged(logged, run_id, data, listed[name], splits, config, staging,
-                                  {"rescale": config.rescale.value, "rescale_factor": row["scale"],
-                                   "threshold_rule": config.threshold.value}, **other_data_thresholds(logged, config))
+        summary = evaluate_logged(logged, run_id, data, listed[name], splits, config, settings, staging,
+                                  {"rescale_factor": row["scale"], "threshold_rule": config.threshold.value},
+                                  **other_data_thresholds(logged, config))
         rows.append({**row, **summary})
     table = pd.DataFrame(rows)
     staging = artifacts.staging(workdir)
     write_cross_dataset(table, staging, config.threshold.value)
     experiment_id = pairs[0][1].experiment_id
+    rules = sorted({settings.rescale.value for _, _, settings, _, _ in pairs})
     with tracked_run(config.tracking, staging, {"cross_dataset": ",".join(config.targets)},
                      experiment_id=experiment_id, run_name="cross-dataset"):
         mlflow.log_params({"runs": ",".join(ids)[:5000], "targets": ",".join(config.targets),
-                           "rescale": config.rescale.value, "threshold_rule": config.threshold.value})
+                           "inference.rescale": ",".join(rules), "threshold_rule": config.threshold.value})
         log_staged(staging)
     return table
 
@@ -217,11 +244,12 @@ def main(cfg: DictConfig) -> float:
     own_data = not any(o.lstrip("+~").startswith(("data=", "data.")) for o in hydra_config.overrides.task)
     workdir = Path(hydra_config.runtime.output_dir)
     config = validate(cfg)
+    overrides = hydra_config.overrides.task
     if config.targets:
-        table = cross_dataset(config, workdir)
+        table = cross_dataset(config, workdir, overrides)
         print(pivot_markdown(table, "test_f1", f"test F1 at the {config.threshold.value} threshold"))
         return float(table["test_f1"].mean())
-    return reevaluate(config, workdir, own_data)["test_f1"]
+    return reevaluate(config, workdir, own_data, overrides)["test_f1"]
 
 
 if __name__ == "__main__":

@@ -191,7 +191,8 @@ def pooled_metrics(probs: list, arrays: Arrays, channels: list[str], thresholds:
         name = channel.lower()
         summary.update({f"test_aupr_{name}": curve.average_precision(), f"test_f1_pooled_{name}": curve.f1(),
                         f"test_images_{name}": float(images)})
-    lesions = [f"test_aupr_{c.lower()}" for c in channels if c in CHALLENGE_LESIONS]
+    lesions = [f"test_aupr_{c.lower()}" for c in channels
+               if c in CHALLENGE_LESIONS and summary[f"test_images_{c.lower()}"] > 0]
     if lesions:
         summary["test_maupr"] = float(np.mean([summary[key] for key in lesions]))
     return summary

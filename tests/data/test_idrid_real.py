@@ -3,16 +3,19 @@ images shrunk into a throw-away copy of the official layout, read through the ca
 
 from __future__ import annotations
 
+import json
 import logging
 
 import cv2
 import numpy as np
 import pytest
+from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from retina_seg.config import validate
 from retina_seg.data.loading import list_samples, load_splits
-from tests.conftest import SHARED_DATA, compose_config
+from retina_seg.tracking import artifacts
+from tests.conftest import SHARED_DATA, compose_config, isolate, run_cli, runs_in
 
 SHARED_IDRID = SHARED_DATA / "IDRiD"
 pytestmark = pytest.mark.skipif(not SHARED_IDRID.is_dir(), reason="the shared IDRiD copy (../shared/data) is absent")
@@ -62,3 +65,41 @@ def test_shrunk_real_images_load_split_and_come_back_from_the_cache(tmp_path, ca
         again = load_splits(config.data, config.preprocess, config.seed, cache_dir=cache)
     assert "6 of 6 samples read back, 0 decoded" in caplog.text
     assert np.array_equal(again["test"].images[0], splits["test"].images[0])
+
+
+def official_layout(root):
+    """The shared training set arranged as IDRiD's full official layout: IDRiD_45..54 as `b. Testing Set` (with
+    their ground truths), the rest as `a. Training Set`; files are links to the shared copy."""
+    source = SHARED_IDRID / "A. Segmentation"
+    for image in sorted((source / "1. Original Images" / PART).glob("IDRiD_*.jpg")):
+        part = "b. Testing Set" if int(image.stem.split("_")[1]) >= 45 else PART
+        (root / "A. Segmentation" / "1. Original Images" / part).mkdir(parents=True, exist_ok=True)
+        (root / "A. Segmentation" / "1. Original Images" / part / image.name).symlink_to(image)
+        for mask in (source / "2. All Segmentation Groundtruths" / PART).glob(f"*/{image.stem}_*.tif"):
+            target = root / "A. Segmentation" / "2. All Segmentation Groundtruths" / part / mask.parent.name / mask.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(mask)
+    return root
+
+
+@pytest.mark.slow
+def test_the_recipe_runs_on_the_official_layout_and_on_the_training_only_copy(tmp_path):
+    """The documented command, shortened by debug=fast to three epochs of two steps, on both copies people have:
+    each trains, validates by the challenge's score and reaches the evaluation of its test split."""
+    cache = f"cache_dir={tmp_path}/arrays"  # one decode of the 54 photographs serves both runs (keyed by content)
+    for copy, root, test in (("official", official_layout(tmp_path / "IDRiD"), {f"IDRiD_{n}" for n in range(45, 55)}),
+                             ("training only", SHARED_IDRID, None)):
+        store = tmp_path / copy.replace(" ", "-")
+        done = run_cli("retina_seg.run", ["+experiment=idrid_lesions", "debug=fast", "trainer.epochs=3",
+                                          f"data.root={root}", *isolate(store)[:2], cache], store)
+        assert done.returncode == 0, (copy, done.stderr[-2000:])
+        [run] = runs_in(store)
+        assert run.info.status == "FINISHED", copy
+        assert run.data.params["trainer.monitor"] == "val_maupr" and "test_maupr" in run.data.metrics, copy
+        history = MlflowClient(f"sqlite:///{store}/mlflow.db").get_metric_history(run.info.run_id, "val_maupr")
+        assert [m.step for m in history] == [0, 1, 2], copy
+        split = json.loads((store / "hydra" / "artifacts" / artifacts.SPLIT).read_text())
+        if test is not None:  # the official test set is the test split
+            assert set(split["test"]) == test, copy
+        else:  # the training-only copy tests on its seeded 10
+            assert len(split["test"]) == 10 and set(split["test"]).isdisjoint(split["train"]), copy

@@ -75,3 +75,16 @@ def test_maupr_covers_only_the_challenge_lesions():
     assert summary["test_aupr_od"] == 1.0 and summary["test_maupr"] == summary["test_aupr_ex"] == 1.0
     empty = Arrays(images=arrays.images, masks=[np.zeros((8, 8, 1), np.uint8)], fov=arrays.fov, names=["a"])
     assert math.isnan(pooled_metrics([prob[..., :1]], empty, ["MA"], {"MA": 0.5})["test_aupr_ma"])
+
+
+def test_maupr_is_the_mean_of_the_lesion_types_the_test_images_have():
+    """A test split without any soft exudate (one image, as a smoke run has) has no SE AUPR: the mean is over the
+    types it does have, not NaN (a NaN metric is never logged, so the run had no test_maupr at all)."""
+    masks = [np.zeros((8, 8, 2), np.uint8)]
+    masks[0][2, 2, 0] = 1  # exudate only
+    arrays = Arrays(images=[np.zeros((8, 8, 3), np.uint8)], masks=masks, fov=[np.ones((8, 8), bool)], names=["a"])
+    prob = np.zeros((8, 8, 2), np.float32)
+    prob[2, 2, 0] = 1
+    summary = pooled_metrics([prob], arrays, ["EX", "SE"], {"EX": 0.5, "SE": 0.5})
+    assert math.isnan(summary["test_aupr_se"]) and summary["test_images_se"] == 0
+    assert summary["test_maupr"] == summary["test_aupr_ex"] == 1.0
