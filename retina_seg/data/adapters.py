@@ -55,7 +55,8 @@ def _files(folder: Path, pattern: str, layout: str) -> List[Path]:
     return found
 
 
-def _stem(path: Path) -> str:
+def image_stem(path: Path) -> str:
+    """The file name without its image suffix, the longest known one (`a.v1.ppm.gz` -> `a.v1`)."""
     name = path.name
     for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
         if name.lower().endswith(suffix):
@@ -68,7 +69,7 @@ def _find(folder: Path, stem: str) -> Path | None:
     if not folder.is_dir():
         return None
     for path in folder.iterdir():
-        if path.is_file() and _stem(path) == stem and path.name.lower().endswith(IMAGE_SUFFIXES):
+        if path.is_file() and image_stem(path) == stem and path.name.lower().endswith(IMAGE_SUFFIXES):
             return path
     return None
 
@@ -156,9 +157,9 @@ def chase_db1(data: DataConfig, seed: int) -> List[Sample]:
     images = _files(root, r"Image_\d+[LR]\.jpg", CHASE_LAYOUT)
     samples = []
     for index, image in enumerate(images):
-        mask = _require(_find(root, f"{_stem(image)}_1stHO"), "Image_NNX_1stHO.png (1st observer)", image)
+        mask = _require(_find(root, f"{image_stem(image)}_1stHO"), "Image_NNX_1stHO.png (1st observer)", image)
         samples.append(Sample(image, (mask,), None, "train" if index < data.official_train_count else "test",
-                              second=_find(root, f"{_stem(image)}_2ndHO")))
+                              second=_find(root, f"{image_stem(image)}_2ndHO")))
     return _with_validation(samples, data, seed)
 
 
@@ -169,7 +170,7 @@ def stare(data: DataConfig, seed: int) -> List[Sample]:
     root = Path(data.root)
     images = _files(_require_dir(root, "stare-images", STARE_LAYOUT), r"im\d+\.ppm(\.gz)?", STARE_LAYOUT)
     _require_dir(root, "labels-ah", STARE_LAYOUT)
-    samples = [Sample(image, (_require(_find(root / "labels-ah", f"{_stem(image)}.ah"),
+    samples = [Sample(image, (_require(_find(root / "labels-ah", f"{image_stem(image)}.ah"),
                                        "labels-ah/imNNNN.ah.ppm", image),), None, "train") for image in images]
     return _seeded(samples, data, seed)
 
@@ -183,7 +184,7 @@ def hrf(data: DataConfig, seed: int) -> List[Sample]:
     images = _files(_require_dir(root, "images", HRF_LAYOUT), r"\d+_(dr|g|h)\.jpe?g", HRF_LAYOUT)
     samples = []
     for image in images:
-        stem = _stem(image)
+        stem = image_stem(image)
         mask = _require(_find(_require_dir(root, "manual1", HRF_LAYOUT), stem), "manual1/NN_x.tif", image)
         fov = _require(_find(_require_dir(root, "mask", HRF_LAYOUT), f"{stem}_mask"), "mask/NN_x_mask.tif", image)
         samples.append(Sample(image, (mask,), fov, "train", subgroup=HRF_SUBGROUPS[stem.split("_")[-1].lower()]))
@@ -212,11 +213,12 @@ def idrid(data: DataConfig, seed: int) -> List[Sample]:
         images = _require_dir(root, f"1. Original Images/{part}", IDRID_LAYOUT)
         truths = _require_dir(root, f"2. All Segmentation Groundtruths/{part}", IDRID_LAYOUT)
         for image in _files(images, r"IDRiD_\d+\.jpe?g", IDRID_LAYOUT):
-            masks = tuple(_find(truths / IDRID_LESIONS[name], f"{_stem(image)}_{name}") for name in data.lesion_types)
-            if not any(masks) and not any(_find(truths / lesion, f"{_stem(image)}_{code}")
+            stem = image_stem(image)
+            masks = tuple(_find(truths / IDRID_LESIONS[name], f"{stem}_{name}") for name in data.lesion_types)
+            if not any(masks) and not any(_find(truths / lesion, f"{stem}_{code}")
                                           for code, lesion in IDRID_LESIONS.items()):
                 raise LayoutError(f"{image}: no ground truth file for any lesion type under '{truths}' "
-                                  f"(expected at least one <N. Lesion>/{_stem(image)}_<code>.tif)")
+                                  f"(expected at least one <N. Lesion>/{stem}_<code>.tif)")
             samples.append(Sample(image, masks, None, split))
     for channel, name in enumerate(data.lesion_types):
         if all(s.masks[channel] is None for s in samples):
@@ -241,8 +243,8 @@ def fives(data: DataConfig, seed: int) -> List[Sample]:
         originals = _require_dir(root, f"{split}/Original", FIVES_LAYOUT)
         truths = _require_dir(root, f"{split}/Ground truth", FIVES_LAYOUT)
         for image in _files(originals, r"\d+_[A-Z]\.png", FIVES_LAYOUT):
-            mask = _require(_find(truths, _stem(image)), "Ground truth/<same name>.png", image)
-            samples.append(Sample(image, (mask,), None, split, subgroup=FIVES_SUBGROUPS[_stem(image)[-1]]))
+            mask = _require(_find(truths, image_stem(image)), "Ground truth/<same name>.png", image)
+            samples.append(Sample(image, (mask,), None, split, subgroup=FIVES_SUBGROUPS[image_stem(image)[-1]]))
     return _with_validation(samples, data, seed)
 
 
@@ -254,8 +256,8 @@ def folder(data: DataConfig, seed: int) -> List[Sample]:
     root = Path(data.root)
     images = _files(_require_dir(root, "images", FOLDER_LAYOUT), r".+", FOLDER_LAYOUT)
     masks = _require_dir(root, "masks", FOLDER_LAYOUT)
-    samples = [Sample(image, (_require(_find(masks, _stem(image)), f"mask in '{masks}' with the same name", image),),
-                      _find(root / "fov", _stem(image)), "train") for image in images]
+    samples = [Sample(image, (_require(_find(masks, image_stem(image)), f"mask in '{masks}' with the same name",
+                                       image),), _find(root / "fov", image_stem(image)), "train") for image in images]
     return _seeded(samples, data, seed)
 
 
