@@ -100,8 +100,9 @@ def test_parallel_runs_and_a_sweep_log_to_postgres_and_compare_and_promote_read_
     table = (tmp_path / "compare" / "artifacts" / "comparison.csv").read_text()
     assert len(table.strip().splitlines()) == 3  # header + the sweep's two jobs
     done = subprocess.run([sys.executable, "-m", "retina_seg.promote", "tracking=server", f"tracking.uri={server.uri}",
-                           "sweep=sweep", f"hydra.run.dir={tmp_path}/promote"], capture_output=True, text=True,
-                          timeout=300, cwd=PROJECT_ROOT, env={**os.environ, **credentials})
+                           f"tracking.experiment={EXPERIMENT}", "sweep=sweep", f"hydra.run.dir={tmp_path}/promote"],
+                          capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT,
+                          env={**os.environ, **credentials})
     assert done.returncode == 0, done.stderr[-2000:]
     champion = client.get_model_version_by_alias("retina-seg", "champion")  # the registry, in PostgreSQL
     assert champion.run_id in {r.info.run_id for r in runs if r.data.tags.get("sweep_id") == "sweep"}

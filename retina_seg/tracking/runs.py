@@ -175,6 +175,16 @@ def run_params(config: Config, resolved: Mapping) -> Dict[str, str]:
     return {**params, "trainer.monitor": config.trainer.monitor}  # the one in force (null: the task's score)
 
 
+def filter_string(value: str, key: str) -> str:
+    """`value` as a string literal in an MLflow search filter. MLflow's filter syntax has no escape inside
+    quotes, so it is quoted with the quote it does not contain; a value holding both cannot be searched for."""
+    for quote in ("'", '"'):
+        if quote not in value:
+            return f"{quote}{value}{quote}"
+    raise ConfigError(f"{key}={value!r} cannot be searched for: MLflow filters cannot quote a value holding both "
+                      "' and \"")
+
+
 def log_dataset(name: str, root: str, names_by_split: Mapping[str, list]) -> None:
     """Record the data a run used as an MLflow dataset input (the UI's Dataset column): its name, a digest
     of the image list with each image's split, and the split sizes as tags."""
