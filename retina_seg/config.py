@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, Iterator, List, Sequence
 from urllib.parse import urlsplit
 
 from hydra.core.config_store import ConfigStore
@@ -195,6 +195,35 @@ class AugmentationConfig:
     name: str = "none"
     transforms: List[Any] = field(default_factory=list)  # albumentations transforms as `_target_` nodes
 
+    def __post_init__(self) -> None:
+        # Hydra instantiates every `_target_`, nested ones too: a config read back from a run (resume=, reload)
+        # must not name anything but the transforms the project's own YAML can (a stranger's edited config.yaml
+        # could name pathlib.Path.write_text)
+        for key, node in _nodes(self.transforms, "augmentation.transforms"):
+            if isinstance(node, dict) and "_target_" in node:
+                _require(_is_transform(node["_target_"]), f"{key}._target_",
+                         "an albumentations transform such as albumentations.HorizontalFlip (nothing else is "
+                         "instantiated)", node["_target_"])
+
+
+def _nodes(node: Any, key: str) -> Iterator[tuple[str, Any]]:
+    """(key, node) for `node` and everything nested in it (dicts and lists), keys spelt as on the command line."""
+    yield key, node
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for name, value in items:
+        yield from _nodes(value, f"{key}[{name}]" if isinstance(node, list) else f"{key}.{name}")
+
+
+def _is_transform(target: Any) -> bool:
+    """Whether `target` is `albumentations.<Name>` for a transform or a composition of them. Lambda is not: it
+    exists to run a callable of the config's choosing."""
+    import albumentations as A  # only configs with transforms pay for the import
+
+    name = target.removeprefix("albumentations.") if isinstance(target, str) else ""
+    found = getattr(A, name, None) if name.isidentifier() and target == f"albumentations.{name}" else None
+    return (isinstance(found, type) and issubclass(found, (A.BasicTransform, A.BaseCompose))
+            and not issubclass(found, A.Lambda))
+
 
 @dataclass
 class TrainerConfig:
@@ -361,7 +390,7 @@ class EvaluateConfig(Config):
     runs on several datasets (`targets`): the trained-on x tested-on table."""
 
     run_id: str | None = None
-    trust_model: bool = False  # allow model JSON with code-carrying (Lambda) layers
+    trust_model: bool = False  # rebuild model JSON holding objects retina-seg never writes (they can run code)
     run_ids: List[str] = field(default_factory=list)  # more runs for the cross-dataset table
     targets: List[str] = field(default_factory=list)  # dataset names (conf/data) to evaluate every run on
     roots: Dict[str, str | None] = field(default_factory=dict)  # data.root of each target dataset
@@ -498,6 +527,17 @@ class ExportConfig:
         _require(self.precision == "32" or self.format is ExportFormat.savedmodel, "precision",
                  "32 for TFLite and ONNX exports (a mixed-precision network exports as a SavedModel only)",
                  self.precision)
+
+
+def read_run_config(path: Path) -> DictConfig:
+    """A run's `config.yaml` as plain data, refused when it holds an interpolation: `run` writes it resolved, so
+    `${...}` in it was written by someone else, and resolving it would run a resolver of their choosing
+    (`${oc.env:MLFLOW_TRACKING_PASSWORD}` would copy a secret into the resumed run's params)."""
+    loaded = OmegaConf.load(path)
+    for key, value in _nodes(OmegaConf.to_container(loaded, resolve=False), ""):
+        _require(not (isinstance(value, str) and "${" in value), key.lstrip("."),
+                 f"a plain value ({path.name} is stored resolved; an interpolation in it is never resolved)", value)
+    return loaded
 
 
 def validate(cfg: DictConfig) -> Config:

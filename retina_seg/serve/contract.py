@@ -33,7 +33,7 @@ from retina_seg.config import ServeConfig
 from retina_seg.data.loading import DataError, decode_image
 
 IMAGE = "image"
-TRUST = "trust_model"  # model config key: allow code-carrying Lambda layers (the rest are ServeConfig's limits)
+TRUST = "trust_model"  # model config key: rebuild unknown model JSON objects (the rest are ServeConfig's limits)
 
 
 class RequestError(MlflowException):
