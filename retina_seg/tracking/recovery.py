@@ -10,7 +10,6 @@ heartbeat is older than `stale_minutes` is.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import tempfile
 import time
@@ -24,20 +23,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from retina_seg.config import Config, ConfigError, read_run_config, validate
 from retina_seg.tracking import artifacts
-from retina_seg.tracking.runs import check_tracking, process_started
+from retina_seg.tracking.runs import check_tracking, still_running
 
 log = logging.getLogger(__name__)
 RESUMABLE = ("KILLED", "FAILED")
-
-
-def _alive(pid: int, started: str) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by another user
-        pass
-    return not started or process_started(pid) in ("", started)
 
 
 def reconcile(client: MlflowClient, experiment_ids: List[str], stale_minutes: float | None) -> List[str]:
@@ -47,7 +36,7 @@ def reconcile(client: MlflowClient, experiment_ids: List[str], stale_minutes: fl
     for run in client.search_runs(experiment_ids, "attributes.status = 'RUNNING'", max_results=10000):
         tags = run.data.tags
         if tags.get("host") == host and "pid" in tags:
-            if _alive(int(tags["pid"]), tags.get("pid_started", "")):
+            if still_running(int(tags["pid"]), tags.get("pid_started", "")):
                 continue
             reason = f"process {tags['pid']} on {host} is gone"
         elif stale_minutes is not None:

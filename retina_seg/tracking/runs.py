@@ -205,6 +205,30 @@ def process_started(pid: int) -> str:
         return ""
 
 
+def process_command(pid: int) -> str:
+    """The command line of process `pid`, arguments joined by spaces ('' if it does not exist or is unreadable)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def still_running(pid: int, started: str, command: str = "") -> bool:
+    """Whether process `pid` is still the one recorded with start time `started` (and command line `command`, if
+    given): the kernel hands a dead process's pid to the next process that starts, so a pid alone names a
+    stranger once its owner is gone. An empty record, or a /proc that cannot tell, trusts the pid."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        pass
+    for recorded, now in ((started, process_started), (command, process_command)):
+        if recorded and now(pid) not in ("", recorded):
+            return False
+    return True
+
+
 def owner_tags() -> dict:
     pid = os.getpid()
     return {"host": socket.gethostname(), "pid": str(pid), "pid_started": process_started(pid),
