@@ -78,7 +78,8 @@ def schema_lock(uri: str) -> Iterator[None]:
 
 def check_tracking(cfg: TrackingConfig) -> None:
     """Fail in seconds, with one line, when the tracking store cannot be used (no retries here); a new
-    SQLite store gets its tables here, under the schema lock."""
+    SQLite store gets its tables here, under the schema lock. Called before a job starts any thread: it sets
+    MLflow's retry settings in the environment for its one request."""
     database = sqlite_path(cfg.uri)
     if database is not None:
         if not database.parent.is_dir():
@@ -254,6 +255,7 @@ def heartbeat(run_id: str, tracking_uri: str, seconds: float) -> Iterator[None]:
         yield
     finally:
         stop.set()
+        thread.join()  # a beat in flight ends within the outage limit; no thread outlives its run
 
 
 @contextmanager
@@ -315,12 +317,13 @@ def _close(run: mlflow.ActiveRun, staging: Path, status: str, reason: str) -> No
 
 
 def _forget(run: mlflow.ActiveRun) -> None:
-    """Leave a run whose server is lost without waiting for it again; `retina_seg.upload` finishes it."""
-    with _env(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="5"):
-        try:
-            mlflow.end_run("FAILED")  # reaches the server only if it is back; the upload marks it FINISHED
-        except Exception:  # noqa: BLE001 - the server is gone; the files are local
-            log.warning("run %s left unfinished on the server until its files are uploaded", run.info.run_id)
+    """Leave a run whose server is lost or refused its metrics; `retina_seg.upload` finishes it. Ending it tries
+    the server once more (within the outage limit: the environment is not changed here, where a parent run's
+    heartbeat may still be running)."""
+    try:
+        mlflow.end_run("FAILED")  # reaches the server only if it is back; the upload marks it FINISHED
+    except Exception:  # noqa: BLE001 - the server is gone; the files are local
+        log.warning("run %s left unfinished on the server until its files are uploaded", run.info.run_id)
 
 
 def log_staged(staging: Path) -> None:
