@@ -375,6 +375,11 @@ class Config:
                  f"null or at most image_size ({self.image_size}) so windows overlap or touch", self.inference.stride)
         _require(self.batchnorm_momentum is None or 0 <= self.batchnorm_momentum < 1, "batchnorm_momentum",
                  "null or a value in [0, 1)", self.batchnorm_momentum)
+        if (self.arch.name is Arch.pspnet and self.data.sampling is Sampling.patches
+                and self.trainer.validation_windows is None):
+            raise ConfigError("trainer.validation_windows=null is invalid for arch=pspnet with data.sampling=patches: "
+                              "expected a number of windows (PSPNet is built for one image_size input, which whole "
+                              "validation images do not fit)")
         if self.trainer.monitor is None:
             self.trainer.monitor = TASK_MONITOR[self.data.task.value]
         channels = self.data.channels

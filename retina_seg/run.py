@@ -165,8 +165,8 @@ def train_run(cfg: DictConfig, config: Config, splits: dict, split: dict, observ
                                  augmentation, config.seed, shares)
         windows = config.trainer.validation_windows if patches else None
         validation = Validation(*validation_set(fit_splits["val"], config.image_size, windows,
-                                                config.data.foreground_share, config.seed + 1, shares),
-                                channels, batch)
+                                                config.data.foreground_share, config.seed + 1, shares,
+                                                config.arch.size_multiple), channels, batch)
         started = time.perf_counter()
         loggers = [EpochMetrics(outbox.log_metrics),
                    CheckpointLogger(outputs.weights, outputs.history, outbox.log_files, run.info.run_id)]

@@ -1,7 +1,7 @@
 """Standalone exports of a run's network: SavedModel, TFLite or ONNX, plus `inference.json`.
 
 The exported network runs without retina-seg or segmentation_models: it takes float32 RGB in
-[0, 1], NHWC (height and width multiples of 32; TFLite: exactly one image_size window), and
+[0, 1], NHWC (height and width multiples of 32; TFLite and PSPNet: exactly one image_size window), and
 returns sigmoid probabilities, one channel per class. Everything around it that retina-seg does
 (preprocessing, sliding window or resize, flips, field of view, thresholds) is written to
 `inference.json` next to it, so another runtime can reproduce `predict`.
@@ -44,7 +44,7 @@ def inference_spec(logged: LoggedModel, fmt: ExportFormat, source: str, precisio
         "source": source, "format": fmt.value, **files,
         "input": {"name": INPUT_NAME, "layout": "NHWC", "dtype": "float32", "channel_order": "RGB",
                   "scale": "pixel / 255 (uint8 -> [0, 1]); any ImageNet normalisation is inside the network",
-                  "shape": [1, window, window, 3] if fmt is ExportFormat.tflite else [None, None, None, 3],
+                  "shape": [1, window, window, 3] if fmt is ExportFormat.tflite else [None, *_sides(logged.model), 3],
                   "size_multiple": config.arch.size_multiple},
         "output": {"layout": "NHWC", "dtype": "float32", "activation": "sigmoid", "classes": config.data.channels},
         "precision": {"computes_in": POLICIES[precision], "weights": "float32",
@@ -96,6 +96,12 @@ def _write(model: tf.keras.Model, fmt: ExportFormat, target: Path, window: int, 
     else:
         import tf2onnx  # optional: only this format needs it
 
-        tf2onnx.convert.from_keras(model, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32,
+        tf2onnx.convert.from_keras(model, input_signature=[tf.TensorSpec([None, *_sides(model), 3], tf.float32,
                                                                          INPUT_NAME)],
                                    opset=opset, output_path=str(target))
+
+
+def _sides(model: tf.keras.Model) -> list:
+    """The input height and width the network takes: [None, None] (any multiple of the size multiple), or the
+    one size it was built for (PSPNet: image_size)."""
+    return list(model.input_shape[1:3])
