@@ -136,6 +136,7 @@ class DataConfig:
     name: str = MISSING
     task: Task = Task.vessels
     root: str = MISSING
+    # lesion datasets set their own in conf/data (idrid: MA, HE, EX, SE; synthetic: the MA, HE, EX it draws)
     lesion_types: List[str] = field(default_factory=lambda: ["MA", "HE", "EX"])
     num_images: int = 48  # synthetic only: how many images to generate
     native_size: int = 256  # synthetic only: side of the generated images in pixels
@@ -360,9 +361,11 @@ class Config:
     image_size: int = 256
     seed: int = 42
     encoder_weights: str | None = None  # null: random init; "imagenet": downloads (needs network)
-    batchnorm_momentum: float | None = None  # null: the backbone's own (0.99)
+    # conf/config.yaml holds the defaults; these say the same (tests/test_config.py checks), for runs stored before
+    # a key existed. 0.9: Keras' 0.99 lets BatchNorm statistics lag behind the weights when training from scratch
+    batchnorm_momentum: float | None = 0.9  # null: the backbone's own (0.99)
     verbose: bool = False  # TensorFlow's notices and Keras' progress bars on the terminal
-    cache_dir: str | None = None  # decoded, preprocessed samples are kept here between runs; null: no cache
+    cache_dir: str | None = str(PROJECT_ROOT / ".cache" / "arrays")  # decoded samples kept between runs; null: off
     resume: str | None = None  # run id of a KILLED or FAILED run to continue from its last checkpoint
 
     def __post_init__(self) -> None:
