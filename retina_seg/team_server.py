@@ -209,10 +209,10 @@ class TeamServer:
                 "--artifacts-destination", destination, *(["--app-name", "basic-auth"] if self.config.auth else []),
                 # uvicorn restarts a worker that misses a 5 s health ping: on a saturated machine, every one in turn
                 *(["--uvicorn-opts", "--timeout-worker-healthcheck 60"] if self.config.workers > 1 else [])]
-        log = open(self.folder / "mlflow.log", "a")
-        server = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        output = open(self.folder / "mlflow.log", "a")
+        server = subprocess.Popen(args, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
                                   env=self._environment(), cwd=self.folder)
-        log.close()
+        output.close()
         self._record_tracking(server.pid)  # Popen returns once the child has exec'd: its command line is final
         deadline = time.time() + timeout
         while not self._healthy():
