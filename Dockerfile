@@ -5,7 +5,12 @@
 #   docker build -t retina-seg-serve --build-arg MODEL_DIR=model .
 #   docker run --rm -p 127.0.0.1:5001:5001 retina-seg-serve              # publish on the host's loopback only
 #
-# The server has no authentication: keep it on 127.0.0.1 (or a private network) behind a proxy with auth.
+# With keys, TLS and two workers (the files mounted read-only; the command replaces CMD):
+#   docker run --rm -p 127.0.0.1:5001:5001 -v $PWD/secrets:/secrets:ro retina-seg-serve retina-seg-serve /model \
+#     --host 0.0.0.0 --port 5001 --workers 2 --api-keys /secrets/keys --ssl-certfile /secrets/server.pem \
+#     --ssl-keyfile /secrets/server-key.pem
+# Behind a load balancer or an orchestrator: /health is the readiness check, /ping the liveness check, and
+# Prometheus scrapes /metrics of each container (deploy/prometheus).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test ui lint bench serve clean postgres browser server server-stop bench-server stress
+.PHONY: setup run test ui lint bench serve clean postgres browser services server server-stop bench-server stress
 
 setup: $(STAMP)
 
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 run: setup  ## train the default job on the built-in synthetic dataset, logged to ./mlflow.db
 	$(BIN)/python -m retina_seg.run
 
-test: setup postgres browser  ## the suite, two test files at a time (pytest-xdist)
+test: setup postgres browser services  ## the suite, two test files at a time (pytest-xdist)
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 ui: setup  ## browse runs at http://127.0.0.1:5000
@@ -29,8 +29,8 @@ lint: setup
 bench: setup  ## input pipeline, inference modes, then served vs in-process inference on a CHASE_DB1 photograph
 	$(BIN)/python -m benchmarks.bench
 
-serve: setup  ## REST server on 127.0.0.1:5001, e.g. make serve MODEL=models:/retina-seg@champion
-	MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db $(BIN)/retina-seg-serve $(MODEL)
+serve: setup  ## REST server on 127.0.0.1:5001, e.g. make serve MODEL=models:/retina-seg@champion ARGS="--workers 2"
+	MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db $(BIN)/retina-seg-serve $(MODEL) $(ARGS)
 
 postgres:  ## PostgreSQL for `make server` and its tests: installed with apt when missing and we are root
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || \
@@ -43,6 +43,13 @@ browser:  ## Chromium and its WebDriver for the viewer's browser tests: installe
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
 	  else echo "Chromium is missing (apt-get install chromium chromium-driver): the viewer's browser tests will skip"; fi
+
+services:  ## Prometheus (with promtool) and nginx for the deployment tests: installed with apt when missing and we are root
+	@command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 && \
+	  { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; } || \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus nginx; \
+	  else echo "Prometheus or nginx is missing (apt-get install prometheus nginx): the deployment tests will skip"; fi
 
 server: setup postgres  ## PostgreSQL + MLflow tracking server on 127.0.0.1:5000, data in .server/ (AUTH=1: accounts)
 	$(BIN)/python -m retina_seg.server $(if $(AUTH),auth=true) $(ARGS)

@@ -19,7 +19,8 @@ F1/AUC of each mode on the CHASE_DB1 test images (threshold chosen on validation
 model from `--run-id` or trained for `--train-minutes` inside the bench.
 
 Section `serving` (`benchmarks/serving.py`): one CHASE_DB1 photograph in process and through
-`retina-seg-serve` (skipped with a message when the CHASE_DB1 copy is absent).
+`retina-seg-serve`, 4 clients against 1 and against 2 workers (skipped with a message when the CHASE_DB1 copy
+is absent).
 
     python -m benchmarks.bench [--sections pipeline precision inference serving] [--steps 30] [--chase-root PATH]
                                [--run-id ID --tracking-uri URI] [--xla] [--serving-seconds 60]
@@ -131,7 +132,7 @@ def precision_section(args, overrides: list[str]) -> None:
     names = compared_precisions(auto)
     print(f"retina-seg precision benchmark: {' vs '.join(names)}; precision=auto picks {auto.name} ({auto.reason})")
     rng = np.random.default_rng(0)
-    for label, extra in (("default model", []), ("recipes' network", ["+experiment=chase_db1_vessels"])):
+    for label, extra in (("default model", []), ("recipes' network", ["experiment=chase_db1_vessels"])):
         config = compose_bench_config(args.chase_root, [*extra, *overrides], base=["trainer.batch_size=4"])
         size, batch, channels = config.image_size, config.trainer.batch_size, len(config.data.channels)
         images = rng.random((batch * 2, size, size, 3), np.float32)
@@ -147,7 +148,7 @@ def precision_section(args, overrides: list[str]) -> None:
         shown = ", ".join(f"{name} {rate:.3f}" for name, rate in rates.items())
         print(f"  training   {label:18s} {config.arch.name.value} {config.backbone.name} {size} px, batch {batch}: "
               f"steps/s {shown}; ratio {rates[names[1]] / rates[names[0]]:.2f}x", flush=True)
-    config = compose_bench_config(args.chase_root, ["+experiment=chase_db1_vessels", *overrides], base=[])
+    config = compose_bench_config(args.chase_root, ["experiment=chase_db1_vessels", *overrides], base=[])
     model = build_model(config.backbone.name, config.arch, len(config.data.channels), config.image_size,
                         config.encoder_weights, config.batchnorm_momentum, config.preprocess.normalization)
     for width, height in args.sizes:
@@ -247,7 +248,7 @@ def agreement(model: tf.keras.Model, config, splits: dict, modes: dict) -> None:
 
 
 def inference_section(args, overrides: list[str]) -> None:
-    config = compose_bench_config(args.chase_root, ["+experiment=chase_db1_vessels", *overrides], base=[])
+    config = compose_bench_config(args.chase_root, ["experiment=chase_db1_vessels", *overrides], base=[])
     have_data = args.chase_root.is_dir()
     splits = load_splits(config.data, config.preprocess, config.seed) if have_data else None
     if args.run_id:

@@ -4,8 +4,9 @@ For one CHASE_DB1 photograph and the default model (its architecture and inferen
 weights do not change the time), logged as the pyfunc model into a throw-away store: the in-process
 time of the Segmenter (what `predict` runs per image), the time of one request to `retina-seg-serve`
 (MLflow's scoring server behind the request guard) with one client, then p50/p95 latency, throughput
-and errors with four concurrent clients over `seconds`, and the request body size. Prints a table and
-served / in-process (target <= 1.3).
+and errors with four concurrent clients over `seconds`, with `--workers 1` and with `--workers 2`, and the
+request body size. Prints a table, served / in-process (target <= 1.3), 2 workers / 1 worker, and the
+machine's load average around each load test (other work on the cores changes every figure).
 """
 
 from __future__ import annotations
@@ -53,25 +54,44 @@ def log_untrained(config: Config, cfg, example: np.ndarray, folder: Path) -> str
     return run.info.run_id
 
 
-def start_server(run_id: str, folder: Path) -> tuple[subprocess.Popen, str]:
+def start_server(run_id: str, folder: Path, workers: int = 1) -> tuple[subprocess.Popen, str]:
+    """retina-seg-serve with `workers` processes, once every one of them has loaded the model."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db"}
+    log = folder / f"server-{workers}.log"
     proc = subprocess.Popen([sys.executable, "-m", "retina_seg.serve", f"runs:/{run_id}/model", "--host", "127.0.0.1",
-                             "--port", str(port)],
-                            stdout=open(folder / "server.log", "w"), stderr=subprocess.STDOUT, env=env,
-                            start_new_session=True)
+                             "--port", str(port), "--workers", str(workers), "--access-log", os.devnull],
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         try:
             with urllib.request.urlopen(f"{url}/ping", timeout=2):
-                return proc, url
+                if log.read_text().count("Application startup complete.") >= workers:
+                    return proc, url
         except OSError:
-            time.sleep(0.5)
+            pass
+        time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGTERM)
-    raise RuntimeError(f"retina-seg-serve did not start: {(folder / 'server.log').read_text()[-2000:]}")
+    raise RuntimeError(f"retina-seg-serve did not start: {log.read_text()[-2000:]}")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=60)
+
+
+def load_test(url: str, body: bytes, seconds: float) -> dict:
+    """4 clients over `seconds` (after 4 clients' warm-up, which traces the model in every worker): latencies,
+    throughput, errors and the 1-minute load average before and after."""
+    concurrent(url, body, 4, min(seconds, 15))
+    before = os.getloadavg()[0]
+    latencies, errors, elapsed = concurrent(url, body, 4, seconds)
+    p50, p95 = (np.percentile(latencies, [50, 95]) if latencies else (float("nan"),) * 2)
+    return {"p50": p50, "p95": p95, "rate": len(latencies) / elapsed, "elapsed": elapsed, "errors": errors,
+            "load": (before, os.getloadavg()[0])}
 
 
 def post(url: str, body: bytes) -> float:
@@ -127,17 +147,24 @@ def run_serving_bench(config: Config, cfg, photo_path: Path, seconds: float, rep
         try:
             post(url, body)  # warm-up
             served = [post(url, body) for _ in range(repeats)]
-            latencies, errors, elapsed = concurrent(url, body, 4, seconds)
+            loads = {1: load_test(url, body, seconds)}
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=60)
+            stop_server(proc)
+        proc, url = start_server(run_id, folder, workers=2)
+        try:
+            loads[2] = load_test(url, body, seconds)
+        finally:
+            stop_server(proc)
     one, alone = statistics.median(in_process), statistics.median(served)
-    p50, p95 = (np.percentile(latencies, [50, 95]) if latencies else (float("nan"),) * 2)
     print(f"retina-seg serving benchmark: {config.arch.name.value} {config.backbone.name}, window {config.image_size}, "
           f"{config.data.sampling.value}, {photo.shape[1]}x{photo.shape[0]} {photo_path.name}")
     print(f"  request body     {len(body) / 2**20:8.3f} MB (target < 1 MB)")
     print(f"  in-process       {one:8.3f} s per image (median of {repeats})")
     print(f"  served, 1 client {alone:8.3f} s per request (median of {repeats})")
-    print(f"  4 clients        p50 {p50:.3f} s, p95 {p95:.3f} s, {len(latencies) / elapsed:.3f} requests/s "
-          f"over {elapsed:.0f} s, {errors} errors")
+    for workers, load in loads.items():
+        label = f"{workers} worker{'s' if workers > 1 else ''}"
+        print(f"  4 clients, {label:9} p50 {load['p50']:.3f} s, p95 {load['p95']:.3f} s, {load['rate']:.3f} "
+              f"requests/s over {load['elapsed']:.0f} s, {load['errors']} errors (load average "
+              f"{load['load'][0]:.1f} -> {load['load'][1]:.1f} on {os.cpu_count()} cores)")
     print(f"  served ratio     {alone / one:8.3f} (served / in-process; target <= 1.3)")
+    print(f"  2 / 1 workers    {loads[2]['rate'] / loads[1]['rate']:8.3f} (throughput with 4 clients)")

@@ -45,6 +45,7 @@ def run_app(main: Callable[[], object]) -> None:
     With HYDRA_FULL_ERROR=1 Hydra raises its errors as they are: their traceback, then exit 2 as well.
     Ctrl-C and SIGTERM end any app with one line and 130 / 143 (a run it had open is marked KILLED)."""
     sigterm_as_interrupt()
+    sys.argv[1:] = [selecting_experiment(arg) for arg in sys.argv[1:]]
     try:
         main()
     except SystemExit as exc:
@@ -56,6 +57,13 @@ def run_app(main: Callable[[], object]) -> None:
         sys.exit(USER_ERROR)
     except KeyboardInterrupt as exc:
         sys.exit(interrupted(exc, "its files logged"))
+
+
+def selecting_experiment(arg: str) -> str:
+    """`+experiment=<name>` as `experiment=<name>`: conf/config.yaml now lists the experiment group (so that
+    `debug=` can be merged after it), and Hydra refuses to append a group its defaults list already has; the
+    spelling every earlier command used keeps selecting the recipe."""
+    return arg[1:] if arg.startswith("+experiment=") else arg
 
 
 def interrupted(exc: KeyboardInterrupt, logged: str = "best weights and history logged") -> int:

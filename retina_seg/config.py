@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Sequence
+from typing import Any, Dict, Iterator, List, Mapping, Sequence
 from urllib.parse import urlsplit
 
 from hydra.core.config_store import ConfigStore
@@ -245,6 +245,9 @@ class TrainerConfig:
     # patches: the validation set that steers training, drawn once: this many seeded windows centred like training
     # patches; null: whole validation images (at the data's scale; slower on large photographs)
     validation_windows: int | None = 128
+    # the end-of-run evaluation: at most this many validation (threshold) and test images each, the first in file
+    # order; null: all. A smoke run's figures (debug=fast) then take seconds instead of minutes on large photographs
+    evaluation_images: int | None = None
     strategy: Strategy = Strategy.default
     devices: List[str] = field(default_factory=list)  # mirrored: e.g. ["/gpu:0", "/gpu:1"]; empty: all GPUs
     # Keras' run_eagerly: no graph is traced for the train and validation steps. Slower per step, but tracing
@@ -267,6 +270,8 @@ class TrainerConfig:
                  f"null (the task's score) or one of {MONITORABLE}", self.monitor)
         _require(self.validation_windows is None or self.validation_windows >= 1, "trainer.validation_windows",
                  "null (whole images) or an integer >= 1", self.validation_windows)
+        _require(self.evaluation_images is None or self.evaluation_images >= 1, "trainer.evaluation_images",
+                 "null (every image) or an integer >= 1", self.evaluation_images)
         _require(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "trainer.steps_per_epoch",
                  "null or an integer >= 1", self.steps_per_epoch)
         _require(self.time_limit_minutes is None or self.time_limit_minutes > 0, "trainer.time_limit_minutes",
@@ -335,6 +340,9 @@ class TrackingConfig:
     # how long a tracking server may stay unreachable before a run gives up on it and keeps its files locally
     outage_limit_seconds: float = 120.0
     heartbeat_seconds: float = 60.0  # how often a running job refreshes its run's `heartbeat` tag
+    # MLflow's own system metrics (system/cpu_utilization_percentage, memory, disk, network; GPU with nvidia-ml-py)
+    # every 10 s (MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL) while the run is open
+    system_metrics: bool = True
 
     def __post_init__(self) -> None:
         _require(0 < self.outage_limit_seconds <= 900, "tracking.outage_limit_seconds", "a number in (0, 900]",
@@ -392,6 +400,11 @@ class Config:
                      f"empty or one weight per channel {channels}", values)
 
 
+class ThresholdRule(Enum):
+    source = "source"  # the run's own validation threshold, as `predict` and the served model apply it
+    target = "target"  # chosen on the target dataset's validation split: optimistic, it needs the target's labels
+
+
 @dataclass
 class EvaluateConfig(Config):
     """`python -m retina_seg.evaluate`: a logged model, re-evaluated on the configured dataset, or several
@@ -403,6 +416,7 @@ class EvaluateConfig(Config):
     targets: List[str] = field(default_factory=list)  # dataset names (conf/data) to evaluate every run on
     roots: Dict[str, str | None] = field(default_factory=dict)  # data.root of each target dataset
     rescale: Rescale = Rescale.fov  # how target images are matched to the training resolution
+    threshold: ThresholdRule = ThresholdRule.source  # the binarisation threshold on a dataset other than the run's own
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -581,6 +595,26 @@ def describe_inference(settings: InferenceConfig, given: Sequence[str]) -> str:
     shown = [f"{key}={_shown(getattr(settings, key))}{' (command line)' if key in given else ''}"
              for key in ("mode", "flip_tta", "precision", "rescale", "fov_mask", "stride", "batch_size")]
     return "inference settings (the run's own unless marked): " + ", ".join(shown)
+
+
+def refuse_overridden_smoke_trainer(trainer: DictConfig, choices: Mapping[str, Any], overrides: List[str]) -> None:
+    """`trainer=fast` with an experiment: the experiment's trainer keys are merged after the trainer group, so the
+    job would be neither a smoke run nor the recipe (the recipe's epochs and steps, run eagerly as fast's two steps
+    are). Raise one line naming `debug=fast`, which conf/config.yaml merges after the experiment, unless the
+    experiment leaves every key of trainer/fast.yaml as it is (or the command line sets it). `choices`: Hydra's
+    runtime choices; `overrides`: the command line's."""
+    experiment = choices.get("experiment")
+    if choices.get("trainer") != "fast" or not experiment or choices.get("debug"):
+        return
+    preset = OmegaConf.merge(OmegaConf.structured(TrainerConfig), OmegaConf.load(CONF_DIR / "trainer" / "fast.yaml"))
+    given = {override.lstrip("+~").split("=")[0] for override in overrides}
+    changed = [f"trainer.{key}={_shown(trainer[key])}" for key in preset
+               if trainer[key] != preset[key] and f"trainer.{key}" not in given]
+    if changed:
+        command = " ".join("debug=fast" if override == "trainer=fast" else override for override in overrides)
+        raise ConfigError(f"trainer=fast with experiment={experiment}: the experiment's {', '.join(changed)} replace "
+                          "trainer=fast's, so this is neither a smoke run nor the recipe; smoke-test a recipe with "
+                          f"debug=fast: python -m retina_seg.run {command}")
 
 
 def compose_tree(name: str = "config", overrides: List[str] | None = None) -> DictConfig:

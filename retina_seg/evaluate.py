@@ -3,7 +3,9 @@
 Without a data override the run's own dataset, preprocessing and split seed are used.
 
 A trained model is evaluated at native resolution through the same `Predictor` that `predict`
-uses: the threshold is chosen on the validation split, metrics are computed on the test split.
+uses, metrics are computed on the test split. On the run's own dataset the threshold is chosen on its
+validation split; on another dataset it is the run's own validation threshold (`threshold=source`, what
+`predict` and the served model apply) or chosen on that dataset's validation split (`threshold=target`).
 The command re-evaluates a logged model on any dataset (cross-dataset evaluation) and logs the
 result as a new run nested under the training run, so the original test metrics stay as they were.
 """
@@ -30,6 +32,7 @@ from retina_seg.config import (
     Rescale,
     Sampling,
     Task,
+    ThresholdRule,
     compose_tree,
     validate,
 )
@@ -61,10 +64,22 @@ def reevaluate(config: EvaluateConfig, workdir: Path, own_data: bool) -> dict:
     # the model only works with the preprocessing and scale it was trained with
     samples = list_samples(data, seed)  # once: an IDRiD copy without its test set says so once
     splits = load_splits(data, trained.preprocess, seed, samples, config.cache_dir)
+    if not own_data:
+        return evaluate_logged(logged, run_id, data, samples, splits, config, artifacts.staging(workdir),
+                               {"threshold_rule": config.threshold.value}, **other_data_thresholds(logged, config))
     # a fold ensemble's folds trained on its own validation images: keep the threshold it was logged with
-    thresholds = logged.thresholds if own_data and len(logged.models) > 1 else None
+    thresholds = logged.thresholds if len(logged.models) > 1 else None
     return evaluate_logged(logged, run_id, data, samples, splits, config, artifacts.staging(workdir),
                            thresholds=thresholds)
+
+
+def other_data_thresholds(logged: LoggedModel, config: EvaluateConfig) -> dict:
+    """`evaluate_logged`'s thresholds on a dataset other than the run's own (`config.threshold`): the run's own
+    validation thresholds (source: what `predict` and the served model apply, since a deployment has no labelled
+    target images), or chosen on the target's validation split (target) with test F1 at the run's own beside."""
+    if config.threshold is ThresholdRule.source:
+        return {"thresholds": logged.thresholds}
+    return {"source_thresholds": logged.thresholds}
 
 
 def _run_ids(config: EvaluateConfig) -> list[str]:
@@ -93,9 +108,9 @@ def check_channels(logged: LoggedModel, run_id: str, data: DataConfig) -> None:
 
 def evaluate_logged(logged: LoggedModel, run_id: str, data: DataConfig, samples: list, splits: dict,
                     config: EvaluateConfig, staging: Path, params: dict | None = None,
-                    thresholds: dict | None = None) -> dict:
+                    thresholds: dict | None = None, source_thresholds: dict | None = None) -> dict:
     """Evaluate on decoded `splits` of `data` (listed as `samples`; thresholds chosen on its validation
-    split unless given); logged as a run nested under the evaluated run."""
+    split unless given; `source_thresholds`: see `evaluate_model`); logged as a run nested under the evaluated run."""
     predictor = logged.predictor(config.inference)
     trained = logged.config
     tags = {"mlflow.parentRunId": run_id, "evaluates_run": run_id, "dataset": data.name,
@@ -109,7 +124,7 @@ def evaluate_logged(logged: LoggedModel, run_id: str, data: DataConfig, samples:
                            "inference.precision_used": predictor.precision.name,
                            **(params or {})})
         summary = evaluate_model(predictor, splits, data.channels, staging, thresholds, observers,
-                                 lesions=data.task is Task.lesions)
+                                 lesions=data.task is Task.lesions, source_thresholds=source_thresholds)
         log_summary(summary)
         # the report's config section describes the evaluated model
         write_report(staging, f"run {run_id} evaluated on {data.name} ({run.info.run_id})",
@@ -163,9 +178,13 @@ def cross_dataset(config: EvaluateConfig, workdir: Path) -> pd.DataFrame:
     rows = []
     for run_id, logged, name, data in pairs:
         trained = logged.config
-        row = {"trained_on": trained.data.name, "run_id": run_id, "tested_on": name, "scale": 1.0}
-        if data is None:
-            rows.append({**row, **client.get_run(run_id).data.metrics})
+        row = {"trained_on": trained.data.name, "run_id": run_id, "tested_on": name, "scale": 1.0,
+               "threshold_rule": config.threshold.value}
+        if data is None:  # its own validation threshold is both the source's and the target's
+            own = client.get_run(run_id).data.metrics
+            if config.threshold is ThresholdRule.target:
+                own = {**own, "test_f1_at_source_threshold": own["test_f1"], "source_threshold": own.get("threshold")}
+            rows.append({**row, **own})
             continue
         splits = load_splits(data, trained.preprocess, config.seed, listed[name], config.cache_dir)
         if config.rescale is Rescale.fov and trained.data.sampling is Sampling.patches:
@@ -175,16 +194,17 @@ def cross_dataset(config: EvaluateConfig, workdir: Path) -> pd.DataFrame:
             row["scale"] = rescaled["test"][1]
         staging = artifacts.staging(workdir / f"{run_id[:8]}-{name}")
         summary = evaluate_logged(logged, run_id, data, listed[name], splits, config, staging,
-                                  {"rescale": config.rescale.value, "rescale_factor": row["scale"]})
+                                  {"rescale": config.rescale.value, "rescale_factor": row["scale"],
+                                   "threshold_rule": config.threshold.value}, **other_data_thresholds(logged, config))
         rows.append({**row, **summary})
     table = pd.DataFrame(rows)
     staging = artifacts.staging(workdir)
-    write_cross_dataset(table, staging)
+    write_cross_dataset(table, staging, config.threshold.value)
     experiment_id = pairs[0][1].experiment_id
     with tracked_run(config.tracking, staging, {"cross_dataset": ",".join(config.targets)},
                      experiment_id=experiment_id, run_name="cross-dataset"):
         mlflow.log_params({"runs": ",".join(ids)[:5000], "targets": ",".join(config.targets),
-                           "rescale": config.rescale.value})
+                           "rescale": config.rescale.value, "threshold_rule": config.threshold.value})
         log_staged(staging)
     return table
 
@@ -199,7 +219,7 @@ def main(cfg: DictConfig) -> float:
     config = validate(cfg)
     if config.targets:
         table = cross_dataset(config, workdir)
-        print(pivot_markdown(table, "test_f1"))
+        print(pivot_markdown(table, "test_f1", f"test F1 at the {config.threshold.value} threshold"))
         return float(table["test_f1"].mean())
     return reevaluate(config, workdir, own_data)["test_f1"]
 

@@ -32,7 +32,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from retina_seg.cli import interrupted, run_app, user_errors
-from retina_seg.config import Config, ConfigError, Sampling, Task, validate
+from retina_seg.config import Config, ConfigError, Sampling, Task, refuse_overridden_smoke_trainer, validate
 from retina_seg.data.augment import build_augmentation
 from retina_seg.data.folds import fold_samples, plan_folds, split_record
 from retina_seg.data.loading import (
@@ -54,12 +54,14 @@ from retina_seg.evaluation.crossval import (
     write_fold_table,
 )
 from retina_seg.evaluation.scoring import evaluate_model, log_summary
+from retina_seg.inference.drift import pooled
 from retina_seg.inference.ensemble import EnsemblePredictor
 from retina_seg.inference.predictor import Predictor
 from retina_seg.model.factory import build_model
 from retina_seg.model.precision import at_precision
 from retina_seg.model.precision import resolve as resolve_precision
 from retina_seg.reporting.figures import plot_history
+from retina_seg.reporting.model_card import write_model_card
 from retina_seg.reporting.report import cv_sections, run_sections, write_report
 from retina_seg.serve.pyfunc import log_pipeline_model
 from retina_seg.tracking import artifacts
@@ -75,6 +77,7 @@ from retina_seg.tracking.runs import (
 )
 from retina_seg.training.callbacks import CheckpointLogger, EpochMetrics
 from retina_seg.training.fit import FitOutputs, TrainingDiverged, compile_model, distribution_strategy, fit
+from retina_seg.training.machine import hardware_tags
 from retina_seg.training.validation import Validation
 
 log = logging.getLogger(__name__)
@@ -149,14 +152,19 @@ def train_run(cfg: DictConfig, config: Config, splits: dict, split: dict, observ
         log.info("resuming run %s after epoch %d", config.resume, len(done))
 
     # the Outbox carries the run's logging through server restarts (see tracking/outbox.py)
+    tags = {**tags, **hardware_tags(precision.name)}  # the machine, so that two runs' times compare fairly
     with tracked_run(config.tracking, staging, tags, run_name=name, nested=nested, run_id=config.resume) as run, \
             Outbox(config.tracking, run.info.run_id, workdir) as outbox:
         if not config.resume:  # a resumed run keeps its params and inputs; its config.yaml records any override
             mlflow.log_params({**run_params(config, OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)),
                                "model.parameters": model.count_params(),
                                "trainer.replicas": strategy.num_replicas_in_sync,
-                               "trainer.precision_used": precision.name, "trainer.precision_reason": precision.reason})
+                               "trainer.precision_used": precision.name, "trainer.precision_reason": precision.reason,
+                               # what the Predictor below resolves too; logged here, with the rest, while the
+                               # server is known to answer (a call after training would fail a run in an outage)
+                               "inference.precision_used": resolve_precision(config.inference.precision).name})
             log_dataset(config.data.name, config.data.root, {split: arrays.names for split, arrays in splits.items()})
+        fov_width = median_fov_width(splits["train"])  # the scale photographs from other cameras are matched to
         outbox.log_artifacts(staging)  # architecture and config first: with a checkpoint they make a resumable run
         batch = config.trainer.batch_size
         steps = config.trainer.steps_per_epoch or math.ceil(len(splits["train"]) / batch)
@@ -179,13 +187,14 @@ def train_run(cfg: DictConfig, config: Config, splits: dict, split: dict, observ
 
         predictor = Predictor(model, config.image_size, config.data.sampling, config.inference,
                               max_side=config.data.max_side)
-        mlflow.log_params({"inference.precision_used": predictor.precision.name})
-        # the scale photographs from other cameras are matched to (inference.rescale=fov), kept with the model
-        scale = {artifacts.FOV_WIDTH: median_fov_width(splits["train"])}
-        summary = evaluate_model(predictor, splits, channels, staging, second=observers,
-                                 lesions=config.data.task is Task.lesions, extra=scale)
+        # kept with the model (inference.rescale=fov) and logged with the test metrics
+        summary = evaluate_model(predictor, evaluated(splits, config.trainer.evaluation_images), channels, staging,
+                                 second=observers, lesions=config.data.task is Task.lesions,
+                                 extra={artifacts.FOV_WIDTH: fov_width})
         log_summary(summary, outbox.log_metrics)
         write_report(staging, f"{name} ({run.info.run_id})", run_sections(staging, cfg))
+        write_model_card(staging, config, f"{name} ({run.info.run_id})", fov_width, precision.name,
+                         predictor.precision.name)
         outbox.log_artifacts(staging)
         outbox.log_model(partial(log_pipeline_model, staging, config, example))
         objective = float(history[config.trainer.monitor].agg(config.trainer.monitor_mode.value))
@@ -215,7 +224,8 @@ def run_folds(cfg: DictConfig, config: Config, samples: list, observers: dict, w
               "splits": [split_record(fold) for fold in folds]}
     (staging / artifacts.CV_SPLIT).write_text(json.dumps(record, indent=1))
     channels = config.data.channels
-    scale = {artifacts.FOV_WIDTH: median_fov_width(decoded["train"])}  # as each fold run keeps its own
+    fov_width = median_fov_width(decoded["train"])  # as each fold run keeps its own
+    scale = {artifacts.FOV_WIDTH: fov_width}
     with tracked_run(config.tracking, staging, {**tags, **sweep_tags, "cv_folds": str(plan.folds)},
                      run_name=f"{name}-cv{plan.folds}") as run:
         mlflow.log_params(run_params(config, OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
@@ -230,8 +240,8 @@ def run_folds(cfg: DictConfig, config: Config, samples: list, observers: dict, w
         if plan.official_test:  # every fold saw the same official test images: evaluate the ensemble on them
             ensemble = EnsemblePredictor([Predictor(r.model, config.image_size, config.data.sampling, config.inference)
                                           for r in results])
-            summary = evaluate_model(ensemble, fold_splits[0], channels, staging, thresholds, observers,
-                                     extra=scale)
+            summary = evaluate_model(ensemble, evaluated(fold_splits[0], config.trainer.evaluation_images), channels,
+                                     staging, thresholds, observers, extra=scale)
         else:
             summary = out_of_fold([artifacts.staging(workdir / f"fold{k}") for k in range(plan.folds)], channels,
                                   thresholds, staging, scale)
@@ -239,14 +249,29 @@ def run_folds(cfg: DictConfig, config: Config, samples: list, observers: dict, w
         mlflow.log_metrics({k: v for k, v in fold_statistics(table).items() if math.isfinite(v)})
         objective = float(table["objective"].mean())
         mlflow.log_metric("objective", objective)
-        write_report(staging, f"{name}: {plan.folds}-fold cross-validation ({run.info.run_id})",
-                     cv_sections(staging, cfg))
+        title = f"{name}: {plan.folds}-fold cross-validation ({run.info.run_id})"
+        write_report(staging, title, cv_sections(staging, cfg))
+        # the served ensemble is watched against every fold's validation images, each seen by its own fold
+        fold_records = [json.loads((artifacts.staging(workdir / f"fold{k}") / artifacts.VALIDATION_STATISTICS)
+                                   .read_text()) for k in range(plan.folds)]
+        (staging / artifacts.VALIDATION_STATISTICS).write_text(json.dumps(pooled(fold_records, channels), indent=1))
+        write_model_card(staging, config, title, fov_width, resolve_precision(config.trainer.precision).name,
+                         resolve_precision(config.inference.precision).name)
         log_staged(staging)
         log_pipeline_model(staging, config, example,  # the served fold ensemble
                            folds=[artifacts.staging(workdir / f"fold{k}") for k in range(plan.folds)])
     log.info("cross-validation run %s: test F1 %.4f +- %.4f over %d folds", run.info.run_id, table["test_f1"].mean(),
              table["test_f1"].std(ddof=1), plan.folds)
     return JobResult(run_id=run.info.run_id, model=None, metrics=summary, objective=objective)
+
+
+def evaluated(splits: dict, limit: int | None) -> dict:
+    """The splits the end-of-run evaluation predicts: at most `limit` validation and test images each, the first in
+    file order (`trainer.evaluation_images`; None: all)."""
+    if limit is None:
+        return splits
+    return {split: arrays.take(range(min(limit, len(arrays)))) if split in ("val", "test") else arrays
+            for split, arrays in splits.items()}
 
 
 def example_photograph(samples: list) -> np.ndarray:
@@ -291,6 +316,7 @@ def main(cfg: DictConfig) -> float:
     sigterm_as_interrupt()  # again: a launcher's worker process calls this task without run_app
     limit_threads(hydra_config)
     try:
+        refuse_overridden_smoke_trainer(cfg.trainer, hydra_config.runtime.choices, list(hydra_config.overrides.task))
         return run_job(cfg, Path(hydra_config.runtime.output_dir), sweep_tags(hydra_config),
                        list(hydra_config.overrides.task)).objective
     except (TrainingDiverged, ServerLost) as exc:

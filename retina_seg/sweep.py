@@ -14,9 +14,9 @@ from hydra import compose
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
-from retina_seg.config import validate
+from retina_seg.config import refuse_overridden_smoke_trainer, validate
 from retina_seg.errors import USER_ERROR, UserError
 from retina_seg.tracking.runs import check_tracking, ensure_experiment
 
@@ -39,7 +39,13 @@ class ValidateSweep(Callback):
         jobs, swept = job_overrides(config) or ([list(config.hydra.overrides.task)], set())
         try:
             for overrides in jobs:
-                job = validate(compose(config_name=config.hydra.job.config_name, overrides=list(overrides)))
+                composed = compose(config_name=config.hydra.job.config_name, overrides=list(overrides),
+                                   return_hydra_config=True)
+                refuse_overridden_smoke_trainer(composed.trainer, composed.hydra.runtime.choices,
+                                                list(config.hydra.overrides.task))  # the command to name
+                with open_dict(composed):
+                    del composed["hydra"]
+                job = validate(composed)
             check_tracking(job.tracking)
             ensure_experiment(job.tracking)
         except UserError as exc:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -34,10 +36,11 @@ def isolate(tmp_path: Path) -> list[str]:
             f"data.root={tmp_path}/cache", "tracking.experiment=test", f"cache_dir={tmp_path}/arrays"]
 
 
-def compose_config(overrides: list[str], name: str = "config"):
-    """The real config tree composed like the command line does (`name`: config, evaluate or predict)."""
+def compose_config(overrides: list[str], name: str = "config", with_hydra: bool = False):
+    """The real config tree composed like the command line does (`name`: config, evaluate or predict);
+    `with_hydra`: with Hydra's own node (`hydra.runtime.choices`, the sweeper's params)."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name=name, overrides=overrides)
+        return compose(config_name=name, overrides=overrides, return_hydra_config=with_hydra)
 
 
 def run_cli(module: str, overrides: list[str], tmp_path: Path, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -56,12 +59,14 @@ def runs_in(tmp_path: Path) -> list:
     return client.search_runs(experiments) if experiments else []
 
 
-def wait_until_up(proc: subprocess.Popen, url: str, log_path: Path, seconds: float) -> None:
-    """Poll a server's health `url` until it answers 200; fail with the end of its log if it dies or is late."""
+def wait_until_up(proc: subprocess.Popen, url: str, log_path: Path, seconds: float,
+                  context: ssl.SSLContext | None = None) -> None:
+    """Poll a server's health `url` until it answers 200; fail with the end of its log if it dies or is late
+    (`context`: the TLS settings of an https URL)."""
     deadline = time.time() + seconds
     while True:
         try:
-            with urllib.request.urlopen(url, timeout=2) as answer:
+            with urllib.request.urlopen(url, timeout=2, context=context) as answer:
                 if answer.status == 200:
                     return
         except OSError:
@@ -69,6 +74,14 @@ def wait_until_up(proc: subprocess.Popen, url: str, log_path: Path, seconds: flo
         if proc.poll() is not None or time.time() > deadline:
             raise RuntimeError(f"server at {url} did not start: {log_path.read_text()[-3000:]}")
         time.sleep(0.5)
+
+
+def unavailable(reason: str) -> None:
+    """A system component a test needs is missing: skip, saying why; under CI (`CI` set, as `.ci/run` does),
+    where `make test` installs every component, fail instead, so a broken setup is never a green skip."""
+    if os.environ.get("CI"):
+        pytest.fail(f"CI installs this (make test): {reason}")
+    pytest.skip(reason)
 
 
 def default_sigint() -> None:
@@ -86,6 +99,18 @@ def stop_group(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def system_program(name: str, package: str) -> str:
+    """The path of a program from a Debian package (also looked for in /usr/sbin); when it is missing the test
+    skips saying how to install it, or fails under CI, which installs it through `make test`."""
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+    if path is None:
+        reason = f"{name} is missing: apt-get install {package} (make services)"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI installs it through make test: {reason}")
+        pytest.skip(reason)
+    return path
 
 
 def free_port() -> int:

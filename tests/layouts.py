@@ -25,8 +25,9 @@ def _save(path: Path, pixels: np.ndarray) -> None:
         pixels = np.repeat(pixels[..., None], 3, axis=-1)
     if path.suffix.lower() == ".gif":
         Image.fromarray(pixels).convert("P").save(path)
-    elif path.name.lower().endswith(".ppm.gz"):
-        ok, raw = cv2.imencode(".ppm", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR) if pixels.ndim == 3 else pixels)
+    elif path.suffix.lower() == ".gz":  # a gzipped Netpbm file (STARE is distributed so)
+        ok, raw = cv2.imencode(Path(path.stem).suffix, cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR) if pixels.ndim == 3
+                               else pixels)
         assert ok
         path.write_bytes(gzip.compress(raw.tobytes()))
     else:
@@ -61,12 +62,13 @@ def chase_db1(root: Path, patients: int = 14) -> Path:
     return root
 
 
-def stare(root: Path, count: int = 8) -> Path:
+def stare(root: Path, count: int = 8, labels: str = ".ppm") -> Path:
+    """`labels`: the Netpbm format of the label files (widespread copies have greyscale `.pgm` ones)."""
     for number in range(1, count + 1):
         f = _fundus(number)
-        suffix = ".ppm.gz" if number % 2 else ".ppm"  # distributed gzipped; many users unpack them
-        _save(root / "stare-images" / f"im{number:04d}{suffix}", f.image)
-        _save(root / "labels-ah" / f"im{number:04d}.ah{suffix}", f.vessels * 255)
+        gz = ".gz" if number % 2 else ""  # distributed gzipped; many users unpack them
+        _save(root / "stare-images" / f"im{number:04d}.ppm{gz}", f.image)
+        _save(root / "labels-ah" / f"im{number:04d}.ah{labels}{gz}", f.vessels * 255)
     return root
 
 

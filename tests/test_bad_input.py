@@ -36,3 +36,18 @@ def test_unknown_backbone_lists_the_valid_ones(tmp_path):
     done = run_cli("retina_seg.run", ["backbone=resnet35", *isolate(tmp_path)], tmp_path, timeout=300)
     for name in ("resnet34", "efficientnetb3", "mobilenetv2", "inceptionv3"):
         assert name in done.stderr
+
+
+@pytest.mark.parametrize("experiment", ["idrid_lesions", "backbone_comparison"])  # one run, and a sweep
+def test_trainer_fast_with_an_experiment_stops_before_any_work_and_names_debug_fast(experiment, tmp_path):
+    """The experiment's trainer keys are merged after trainer=fast: the run stops and names the command that
+    smoke-tests the recipe, before any data is read or any run is created."""
+    overrides = [f"+experiment={experiment}", "trainer=fast", f"data.root={tmp_path}/nowhere", *isolate(tmp_path)[:2]]
+    done = run_cli("retina_seg.run", overrides, tmp_path, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    [line] = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert f"trainer=fast with experiment={experiment}: the experiment's trainer.epochs=" in line
+    assert "trainer.time_limit_minutes=" in line and "neither a smoke run nor the recipe" in line
+    command = " ".join(["debug=fast" if o == "trainer=fast" else o.lstrip("+") for o in overrides])
+    assert line.endswith(f"python -m retina_seg.run {command}")
+    assert "Traceback" not in done.stderr and runs_in(tmp_path) == []

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
 import shutil
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 from mlflow.tracking import MlflowClient
 
-from retina_seg.config import ConfigError, validate
+from retina_seg.config import ConfigError, ServeConfig, validate
+from retina_seg.data.loading import load_splits, read_image
+from retina_seg.evaluate import cross_dataset
 from retina_seg.predict import predict_folder
+from retina_seg.reporting.figures import error_map
 from retina_seg.run import run_job
+from retina_seg.serve.contract import decode_row
 from retina_seg.tracking.reload import ModelSourceError, load_model
 from tests import layouts
 from tests.conftest import TINY, compose_config, isolate, run_cli
@@ -58,6 +65,43 @@ def test_cross_dataset_evaluation_on_another_layout(trained, tmp_path):
         f"{n:02d}_test" for n in range(1, 5)]
 
 
+def test_cross_dataset_threshold_is_the_runs_own_unless_target_is_asked(trained, tmp_path):
+    """threshold=source (the default) applies the run's own validation threshold, as predict does: its masks are
+    predict's; threshold=target chooses one on the target's validation split, and the table keeps both F1 values."""
+    tmp, result = trained
+    drive = layouts.drive(tmp_path / "DRIVE")
+    base = [*isolate(tmp)[:2], "tracking.experiment=test", f"run_id={result.run_id}", "targets=[drive]",
+            f"roots.drive={drive}", f"cache_dir={tmp_path}/arrays"]
+    [source] = cross_dataset(validate(compose_config(base, name="evaluate")), tmp_path / "s").to_dict("records")
+    [target] = cross_dataset(validate(compose_config([*base, "threshold=target"], name="evaluate")),
+                             tmp_path / "t").to_dict("records")
+    assert source["threshold"] == pytest.approx(result.metrics["threshold"]) and source["scale"] == 1.0
+    assert target["threshold"] != pytest.approx(source["threshold"])  # DRIVE's validation split chose another
+    assert target["test_f1"] != pytest.approx(source["test_f1"])
+    assert (target["test_f1_at_source_threshold"], target["source_threshold"]) == (source["test_f1"],
+                                                                                   source["threshold"])
+    assert target["test_auc"] == source["test_auc"]  # the threshold does not move AUC
+    table = pd.read_csv(tmp_path / "t" / "artifacts" / "cross_dataset.csv")
+    assert list(table["threshold_rule"]) == ["target"] and "test_f1_at_source_threshold" in table
+    assert "threshold=target" in (tmp_path / "t" / "artifacts" / "cross_dataset.md").read_text()
+    assert "threshold=source" in (tmp_path / "s" / "artifacts" / "cross_dataset.md").read_text()
+
+    # the default's masks are predict's on the same images at the same scale (the model was trained on resized
+    # images, so the targets were not rescaled); compared through the evaluation's full-size error maps, which
+    # paint the masks inside DRIVE's FOV (predict's own FOV, derived from the image, is turned off for that)
+    config = validate(compose_config(["data=drive", f"data.root={drive}"]))
+    test = load_splits(config.data, config.preprocess, config.seed)["test"]
+    predict_folder(predict_config(tmp, f"run_id={result.run_id}", f"input={drive / 'test' / 'images'}",
+                                  f"output={tmp_path / 'p'}"), ["inference.fov_mask=false"])
+    logged = sorted((tmp_path / "s").glob("*-drive/artifacts/examples/*_errors.png"))
+    assert [p.name for p in logged] == ["01_test_errors.png", "02_test_errors.png", "03_test_errors.png"]
+    for index, errors in enumerate(logged):
+        mask = cv2.imread(str(tmp_path / "p" / f"{test.names[index]}_mask.png"), cv2.IMREAD_GRAYSCALE) > 0
+        assert 0 < mask[test.fov[index]].mean() < 1  # neither empty nor full: the threshold shapes it
+        expected = error_map(test.images[index], test.masks[index][..., 0], mask, test.fov[index])
+        np.testing.assert_array_equal(cv2.cvtColor(cv2.imread(str(errors)), cv2.COLOR_BGR2RGB), expected)
+
+
 def write_inputs(folder):
     folder.mkdir()
     rng = np.random.default_rng(0)
@@ -86,6 +130,27 @@ def test_predict_writes_prob_mask_and_overlay_and_skips_unreadable_files(trained
         # the mask is the probability at the validation threshold (the PNG holds round(255 p))
         level = round(result.metrics["threshold"] * 255)
         assert (mask[prob > level] == 255).all() and (mask[prob < level] == 0).all()
+
+
+def test_predict_and_the_served_model_read_every_netpbm_format(trained, tmp_path):
+    tmp, result = trained
+    folder = tmp_path / "netpbm"
+    folder.mkdir()
+    colour = np.random.default_rng(1).integers(0, 256, (40, 52, 3), dtype=np.uint8)
+    for name, pixels in (("grey.pgm", colour[..., 1]), ("ink.pbm", (colour[..., 0] > 127).astype(np.uint8) * 255),
+                         ("any.pnm", colour), ("colour.ppm", colour)):
+        assert cv2.imwrite(str(folder / name), pixels)
+    (folder / "zipped.pgm.gz").write_bytes(gzip.compress((folder / "grey.pgm").read_bytes()))
+    done, skipped = predict_folder(predict_config(tmp, f"run_id={result.run_id}", f"input={folder}",
+                                                  f"output={tmp_path / 'out'}"))
+    assert sorted(p.name for p in done) == ["any.pnm", "colour.ppm", "grey.pgm", "ink.pbm", "zipped.pgm.gz"]
+    assert skipped == []
+    for stem in ("any", "colour", "grey", "ink", "zipped"):
+        assert cv2.imread(str(tmp_path / "out" / f"{stem}_mask.png"), cv2.IMREAD_UNCHANGED).shape == (40, 52)
+    np.testing.assert_array_equal(read_image(folder / "zipped.pgm.gz"), read_image(folder / "grey.pgm"))
+    for name in ("any.pnm", "colour.ppm", "grey.pgm", "ink.pbm"):  # a request carries the file's bytes
+        text = base64.b64encode((folder / name).read_bytes()).decode("ascii")
+        np.testing.assert_array_equal(decode_row(text, 0, ServeConfig()), read_image(folder / name))
 
 
 def test_predict_from_a_model_folder_matches_the_run(trained, tmp_path):

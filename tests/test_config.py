@@ -23,6 +23,7 @@ from retina_seg.config import (
     ReconcileConfig,
     ServerConfig,
     UploadConfig,
+    refuse_overridden_smoke_trainer,
     validate,
 )
 from retina_seg.tracking import artifacts
@@ -40,8 +41,7 @@ def test_every_group_has_options():
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_option_composes_and_validates(group, option):
     # 192 divides by 32 and by 48, so every architecture accepts it
-    selector = f"+{group}={option}" if group == "experiment" else f"{group}={option}"  # experiments are opt-in
-    config = validate(compose_config([selector, "image_size=192", "data.root=/data/somewhere"]))
+    config = validate(compose_config([f"{group}={option}", "image_size=192", "data.root=/data/somewhere"]))
     assert isinstance(config, Config)
     selected = {"backbone": config.backbone.name, "arch": config.arch.name.value,
                 "augmentation": config.augmentation.name, "data": config.data.name}
@@ -165,3 +165,64 @@ def test_the_yaml_and_the_schema_hold_the_same_defaults(name):
     drift = {key: (expected[key], value) for key, value in composed(name).items()
              if key in expected and key.split(".")[0] not in ALTERNATIVES and value != expected[key]}
     assert drift == {}, "key: (schema default, YAML value)"
+
+
+EXPERIMENTS = [option for group, option in OPTIONS if group == "experiment"]
+
+
+def flat(config) -> dict:
+    """A composed config as {dotted key: value}, enums by name."""
+    return leaves(OmegaConf.to_container(config, resolve=True, enum_to_str=True))
+
+
+SMOKE = flat(OmegaConf.load(CONF_DIR / "debug" / "fast.yaml"))
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_debug_fast_shortens_every_recipe_and_keeps_the_rest_of_it(name):
+    """debug=fast is merged after the experiment: its keys win over the recipe's trainer keys, and everything
+    else (data, preprocessing, model, loss, class shares, batch size, the sweep) stays the recipe's."""
+    base = [f"experiment={name}", "data.root=/data/somewhere"]
+    recipe, smoke = compose_config(base), compose_config([*base, "debug=fast"])
+    for key in ("trainer.epochs", "trainer.steps_per_epoch", "trainer.time_limit_minutes"):
+        assert OmegaConf.select(recipe, key) != SMOKE[key]  # the recipe does set them, so debug has to win
+    assert {key: value for key, value in flat(smoke).items() if key in SMOKE} == SMOKE
+    assert {k: v for k, v in flat(smoke).items() if k not in SMOKE} == {k: v for k, v in flat(recipe).items()
+                                                                          if k not in SMOKE}
+    config = validate(smoke)
+    assert config.trainer.epochs == 1 and config.trainer.steps_per_epoch == 2 and config.trainer.run_eagerly
+
+
+@pytest.mark.parametrize("name", [e for e in EXPERIMENTS if "comparison" in e])
+def test_debug_fast_keeps_a_recipes_sweep(name):
+    base = [f"experiment={name}", "data.root=/data/somewhere"]
+    recipe, smoke = compose_config(base, with_hydra=True), compose_config([*base, "debug=fast"], with_hydra=True)
+    assert smoke.hydra.mode == recipe.hydra.mode and smoke.hydra.sweeper.params == recipe.hydra.sweeper.params
+
+
+def choices_of(overrides):
+    composed = compose_config([*overrides, "data.root=/data/IDRiD"], with_hydra=True)
+    return composed.trainer, composed.hydra.runtime.choices
+
+
+def test_trainer_fast_with_an_experiment_stops_and_names_debug_fast():
+    overrides = ["experiment=idrid_lesions", "trainer=fast", "data.root=/data/IDRiD"]
+    with pytest.raises(ConfigError) as error:
+        refuse_overridden_smoke_trainer(*choices_of(overrides), overrides)
+    message = str(error.value)
+    assert message.startswith("trainer=fast with experiment=idrid_lesions: the experiment's trainer.epochs=100, ")
+    assert "trainer.time_limit_minutes=85.0" in message and "\n" not in message
+    assert message.endswith("python -m retina_seg.run experiment=idrid_lesions debug=fast data.root=/data/IDRiD")
+
+
+@pytest.mark.parametrize("overrides", [
+    ["trainer=fast"],  # the tiny trainer of the tests, as before
+    ["experiment=idrid_lesions"],  # the recipe
+    ["experiment=idrid_lesions", "trainer=fast", "debug=fast"],  # debug wins over both
+    # every key the recipe sets is given on the command line: the job is what the command says
+    ["experiment=idrid_lesions", "trainer=fast", "trainer.epochs=1", "trainer.steps_per_epoch=2",
+     "trainer.batch_size=2", "trainer.early_stopping_patience=1", "trainer.reduce_lr_patience=1",
+     "trainer.time_limit_minutes=null"],
+])
+def test_trainer_fast_alone_or_with_debug_fast_runs(overrides):
+    refuse_overridden_smoke_trainer(*choices_of(overrides), overrides)

@@ -24,7 +24,8 @@ from retina_seg.serve.viewer import FILES
 from tests.conftest import TINY
 
 SCRIPTS = ["retina-seg-train", "retina-seg-evaluate", "retina-seg-predict", "retina-seg-compare", "retina-seg-promote",
-           "retina-seg-export", "retina-seg-reconcile", "retina-seg-upload", "retina-seg-server", "retina-seg-serve"]
+           "retina-seg-export", "retina-seg-reconcile", "retina-seg-upload", "retina-seg-server", "retina-seg-serve",
+           "retina-seg-serve-key"]
 
 
 def project_copy(target: Path) -> Path:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import tempfile
+from pathlib import Path
 
 import cv2
+import mlflow
 import numpy as np
 import onnxruntime
 import pandas as pd
+import psutil
 import pytest
+import tensorflow as tf
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
@@ -20,6 +25,7 @@ from retina_seg.data.pipeline import to_model_input
 from retina_seg.predict import predict_folder
 from retina_seg.run import run_job
 from retina_seg.serve.export import export_network
+from retina_seg.tracking import artifacts
 from retina_seg.tracking.reload import load_logged_model
 from retina_seg.tracking.runs import run_params
 from tests.conftest import SHARED_DATA, TINY, compose_config, isolate, run_cli, runs_in
@@ -27,11 +33,19 @@ from tests.conftest import SHARED_DATA, TINY, compose_config, isolate, run_cli, 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    """One tiny two-epoch job, run in-process through the same function the CLI calls."""
+    """One tiny two-epoch job, run in-process through the same function the CLI calls (system metrics sampled
+    every second instead of MLflow's 10, so that the short run has some)."""
     tmp = tmp_path_factory.mktemp("run")
     cfg = compose_config([*TINY, *isolate(tmp), "trainer.epochs=2", "augmentation=light"])
-    result = run_job(cfg, tmp / "work")
+    os.environ[SAMPLING] = "1"
+    try:
+        result = run_job(cfg, tmp / "work")
+    finally:
+        del os.environ[SAMPLING]
     return tmp, cfg, result
+
+
+SAMPLING = "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"
 
 
 def test_run_is_finished_with_params_tags_and_metrics(finished):
@@ -48,6 +62,56 @@ def test_run_is_finished_with_params_tags_and_metrics(finished):
     for key in ("test_f1", "test_iou", "test_auc", "test_sensitivity", "test_specificity", "test_f1_trivial"):
         assert 0.0 <= run.data.metrics[key] <= 1.0, key
     assert run.data.metrics["test_f1"] == pytest.approx(result.metrics["test_f1"])
+
+
+def test_run_records_its_machine_and_its_system_use(finished):
+    tmp, _, result = finished
+    client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
+    tags = client.get_run(result.run_id).data.tags
+    cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+               if line.startswith("model name"))
+    assert tags["hardware.cpu"] == cpu and tags["hardware.cores"] == str(os.cpu_count())
+    assert float(tags["hardware.memory_gb"]) == pytest.approx(psutil.virtual_memory().total / 2**30, abs=0.1)
+    assert tags["hardware.tensorflow"].startswith(tf.__version__) and tags["hardware.precision"] == "32"
+    assert (tags["hardware.gpu"] == "none") == (not tf.config.list_physical_devices("GPU"))
+    # MLflow's own system metrics, sampled while the run was open
+    cpu_use = client.get_metric_history(result.run_id, "system/cpu_utilization_percentage")
+    memory = client.get_metric_history(result.run_id, "system/system_memory_usage_megabytes")
+    assert len(cpu_use) >= 1 and len(memory) == len(cpu_use)
+    assert 0 < memory[0].value < psutil.virtual_memory().total / 2**20
+
+
+def test_the_model_card_says_what_the_model_is_for_with_its_data_and_figures(finished):
+    tmp, _, result = finished
+    staging = tmp / "work" / "artifacts"
+    card = (staging / artifacts.MODEL_CARD).read_text()
+    assert card.startswith(f"# Model card: resnet18-unet-synthetic ({result.run_id})")
+    assert "**A research tool, not a diagnosis.**" in card and "retinal blood vessels" in card
+    assert "| train   |        5 |" in card and "| val     |        1 |" in card and "| test    |        2 |" in card
+    per_image = pd.read_csv(staging / artifacts.PER_IMAGE)
+    f1 = per_image.groupby("image")["f1"].mean()
+    assert f"{f1.mean():.4f} ± {f1.std(ddof=0):.4f}" in card  # the test figures with their spread
+    assert "the dataset has no second human observer" in card and "trained at 32, served at 32" in card
+    assert "unet with a resnet18 encoder" in card and "useless on real photographs" in card
+    # the same card is among the run's artifacts and inside its MLflow model
+    client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
+    assert open(client.download_artifacts(result.run_id, artifacts.MODEL_CARD, str(tmp / "card"))).read() == card
+    mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")
+    model = Path(mlflow.artifacts.download_artifacts(f"runs:/{result.run_id}/model", dst_path=str(tmp / "model")))
+    assert (model / "artifacts" / "run" / artifacts.MODEL_CARD).read_text() == card
+
+
+def test_validation_statistics_describe_the_validation_images_at_the_chosen_threshold(finished):
+    tmp, _, _ = finished
+    staging = tmp / "work" / "artifacts"
+    stored = json.loads((staging / artifacts.VALIDATION_STATISTICS).read_text())
+    split = json.loads((staging / artifacts.SPLIT).read_text())
+    summary = json.loads((staging / artifacts.SUMMARY).read_text())
+    assert [row["image"] for row in stored["images"]] == split["val"]
+    assert stored["thresholds"] == {"vessels": pytest.approx(summary["threshold"])}
+    [image] = stored["images"]
+    assert 0.2 < image["fov_fraction"] < 1 and stored["summary"]["images"] == 1
+    assert stored["summary"]["foreground_fraction"]["vessels"]["median"] == image["foreground_fraction"]["vessels"]
 
 
 def test_the_mlflow_record_holds_no_noise(finished):
@@ -71,7 +135,7 @@ def test_the_mlflow_record_holds_no_noise(finished):
 
 
 def test_params_leave_out_what_does_not_apply_to_a_real_dataset():
-    cfg = compose_config(["+experiment=chase_db1_vessels", "data.root=/data/CHASE_DB1", "inference.mode=whole"])
+    cfg = compose_config(["experiment=chase_db1_vessels", "data.root=/data/CHASE_DB1", "inference.mode=whole"])
     params = run_params(validate(cfg), OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     assert params["data.name"] == "chase_db1" and params["data.foreground_share"] == "0.5"
     assert params["preprocess.clahe_clip_limit"] == "2.0" and params["inference.memory_budget_mb"] == "4096"
@@ -84,7 +148,8 @@ def test_artifacts_are_named_by_the_contract(finished):
     client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
     root = {a.path for a in client.list_artifacts(result.run_id)}
     assert {"resnet18_Retinal.json", "resnet18_Retinal.h5", "resnet18_Retinal.csv", "config.yaml", "curves.png",
-            "test_examples.png", "metrics", "augmentation.yaml"} <= root
+            "test_examples.png", "metrics", "augmentation.yaml", artifacts.MODEL_CARD} <= root
+    assert artifacts.VALIDATION_STATISTICS in {a.path for a in client.list_artifacts(result.run_id, "metrics")}
     folder = client.download_artifacts(result.run_id, "", str(tmp / "download"))
     history = pd.read_csv(f"{folder}/resnet18_Retinal.csv")
     assert list(history.tail()["epoch"]) == [0, 1] and "val_f1-score" in history
@@ -111,11 +176,13 @@ def test_reload_from_run_id_and_folder_predicts_identically(finished, tmp_path, 
     assert not list(tmp_path.iterdir())  # the downloaded copy of the weights is gone
 
 
-def test_cli_run_logs_a_finished_run(tmp_path):
-    done = run_cli("retina_seg.run", [*TINY, *isolate(tmp_path)], tmp_path)
+def test_cli_run_logs_a_finished_run(tmp_path, monkeypatch):
+    monkeypatch.setenv(SAMPLING, "1")  # MLflow would sample every second, were system metrics not off
+    done = run_cli("retina_seg.run", [*TINY, *isolate(tmp_path), "tracking.system_metrics=false"], tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     [run] = runs_in(tmp_path)
     assert run.info.status == "FINISHED"
+    assert not [key for key in run.data.metrics if key.startswith("system/")], run.data.metrics
     names = {a.path for a in MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").list_artifacts(run.info.run_id)}
     assert {"resnet18_Retinal.json", "resnet18_Retinal.h5", "resnet18_Retinal.csv"} <= names
     assert "epoch 1/1" in (tmp_path / "hydra" / "run.log").read_text()
@@ -174,7 +241,7 @@ def test_chase_recipe_runs_unchanged_on_the_drive_layout(tmp_path):
     from tests import layouts
 
     root = layouts.drive(tmp_path / "DRIVE")
-    done = run_cli("retina_seg.run", ["+experiment=chase_db1_vessels", "data=drive", f"data.root={root}",
+    done = run_cli("retina_seg.run", ["experiment=chase_db1_vessels", "data=drive", f"data.root={root}",
                                       *isolate(tmp_path)[:2], "tracking.experiment=test", "trainer.epochs=1",
                                       "trainer.steps_per_epoch=1", "image_size=64"], tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -218,3 +285,30 @@ def test_pspnet_trains_on_patches_and_segments_photographs_larger_than_its_windo
                       tmp_path / "resized")
     assert resized.model.input_shape == (None, 144, 144, 3)
     assert {r.info.status for r in runs_in(tmp_path)} == {"FINISHED"}
+
+
+def test_a_recipe_smoke_tested_with_debug_fast_end_to_end(tmp_path):
+    """`+experiment=idrid_lesions debug=fast` (the older spelling of the experiment, as users have it) on a miniature
+    IDRiD: the recipe's own data, preprocessing, model, loss and class shares, trained one epoch of two steps,
+    one validation and one test image evaluated, logged to the experiment `debug`."""
+    from tests import layouts
+
+    root = layouts.idrid(tmp_path / "IDRiD")
+    done = run_cli("retina_seg.run", ["+experiment=idrid_lesions", "debug=fast", f"data.root={root}",
+                                      *isolate(tmp_path)[:2], f"cache_dir={tmp_path}/arrays"], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    [run] = runs_in(tmp_path)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    assert run.info.status == "FINISHED" and client.get_experiment(run.info.experiment_id).name == "debug"
+    params = run.data.params
+    recipe = {"data.name": "idrid", "backbone.name": "resnet18", "loss.bce": "1.0", "preprocess.clahe": "True",
+              "data.max_side": "2144", "image_size": "256", "trainer.batch_size": "4", "trainer.lr": "0.001",
+              "loss.positive_weights": "[5.0, 2.0, 2.0, 3.0]", "augmentation.name": "light"}
+    smoke = {"trainer.epochs": "1", "trainer.steps_per_epoch": "2", "trainer.time_limit_minutes": "None",
+             "trainer.run_eagerly": "True", "trainer.validation_windows": "8", "trainer.evaluation_images": "1",
+             "inference.flip_tta": "False"}
+    assert {key: params[key] for key in {**recipe, **smoke}} == {**recipe, **smoke}
+    assert (params["data.class_shares.MA"], params["data.class_shares.SE"]) == ("0.2", "0.15")
+    assert len(client.get_metric_history(run.info.run_id, "loss")) == 1
+    per_image = pd.read_csv(client.download_artifacts(run.info.run_id, "metrics/per_image.csv", str(tmp_path)))
+    assert list(per_image["image"].unique()) == ["IDRiD_05"] and list(per_image["channel"]) == ["MA", "HE", "EX", "SE"]

@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from retina_seg.compare import CompareError, compare
 from retina_seg.config import PROJECT_ROOT, validate
-from tests.conftest import TINY, isolate, run_cli, runs_in
+from tests.conftest import TINY, isolate, run_cli, runs_in, unavailable
 
 SWEEP_TINY = [t for t in TINY if not t.startswith("backbone")] + ["backbone=resnet18"]
 CROP_TOO_BIG = "{_target_:albumentations.RandomCrop,height:96,width:96}"
@@ -126,7 +126,7 @@ def test_launcher_configs_compose(launcher):
     plugin = {"local_parallel": "hydra_plugins.hydra_joblib_launcher", "slurm": "hydra_plugins.hydra_submitit_launcher",
               "ray_cluster": "hydra_plugins.hydra_ray_launcher"}[launcher]
     if importlib.util.find_spec(plugin) is None:
-        pytest.skip(f"{plugin} is not installed (pip install -e '.[ray]')")
+        unavailable(f"{plugin} is not installed (pip install -e '.[ray]')")
     from hydra import compose, initialize_config_dir
 
     from retina_seg.config import CONF_DIR

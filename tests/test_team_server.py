@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 from retina_seg.config import PROJECT_ROOT, ServerConfig
 from retina_seg.team_server import ADMIN, ServerError, TeamServer
 from retina_seg.tracking.runs import process_started
-from tests.conftest import TINY, free_port
+from tests.conftest import TINY, free_port, unavailable
 
 EXPERIMENT = "team"
 USER = "alice"
@@ -39,7 +39,7 @@ def team():
         try:
             server.start_database()
         except (ServerError, OSError) as exc:
-            pytest.skip(f"PostgreSQL cannot start here: {exc}")
+            unavailable(f"PostgreSQL cannot start here: {exc}")
         server.start_tracking()
         password = secrets.token_urlsafe(16)
         admin = {"MLFLOW_TRACKING_USERNAME": ADMIN, "MLFLOW_TRACKING_PASSWORD": (folder / "admin_password").read_text()}

@@ -26,7 +26,9 @@ from retina_seg.data.synthetic import LESION_TYPES, SyntheticSpec, ensure_datase
 from retina_seg.errors import UserError
 
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".ppm", ".bmp", ".ppm.gz")
+NETPBM = (".pbm", ".pgm", ".ppm", ".pnm")  # the Netpbm family (STARE: colour .ppm photographs, greyscale .pgm labels)
+# the image files adapters and `predict` accept; Netpbm files also gzipped, as STARE is distributed
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp", *NETPBM, *(f"{s}.gz" for s in NETPBM))
 
 
 class Sample(NamedTuple):
@@ -198,15 +200,16 @@ def chase_db1(data: DataConfig, seed: int) -> List[Sample]:
     return _with_validation(samples, data, seed)
 
 
-STARE_LAYOUT = "STARE: stare-images/im0001.ppm[.gz] and labels-ah/im0001.ah.ppm[.gz]"
+STARE_LAYOUT = "STARE: stare-images/im0001.ppm[.gz] and labels-ah/im0001.ah.ppm|.pgm[.gz] (any Netpbm format)"
 
 
 def stare(data: DataConfig, seed: int) -> List[Sample]:
     root = Path(data.root)
-    images = _files(_require_dir(root, "stare-images", STARE_LAYOUT), r"im\d+\.ppm(\.gz)?", STARE_LAYOUT)
+    images = _files(_require_dir(root, "stare-images", STARE_LAYOUT), r"im\d+\.p[bgpn]m(\.gz)?", STARE_LAYOUT)
     _require_dir(root, "labels-ah", STARE_LAYOUT)
     samples = [Sample(image, (_require(_find(root / "labels-ah", f"{image_stem(image)}.ah"),
-                                       "labels-ah/imNNNN.ah.ppm", image),), None, "train") for image in images]
+                                       "labels-ah/imNNNN.ah.ppm|.pgm (Netpbm, optionally .gz)", image),), None,
+                      "train") for image in images]
     return _seeded(samples, data, seed)
 
 

@@ -1,6 +1,6 @@
 """Reading datasets into checked, preprocessed arrays, before any training starts.
 
-Adapters (`adapters.py`) list files; this module decodes them (PNG, JPEG, TIFF, GIF, PPM, PPM.GZ),
+Adapters (`adapters.py`) list files; this module decodes them (PNG, JPEG, TIFF, GIF, BMP, Netpbm, .gz),
 checks them (readable, same size, binary masks), derives field-of-view masks where none are shipped,
 applies the configured preprocessing, and keeps the decoded images in memory (the pipeline's cache).
 """
@@ -101,22 +101,37 @@ def _as_rgb(pixels: np.ndarray | None, source) -> np.ndarray:
     return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
 
 
-def read_mask(path: Path) -> np.ndarray:
-    """uint8 {0, 1} (H, W). Any two-level mask (0/1, 0/255, GIF palettes, 1-bit PNG, red-on-black TIFF)
-    is binary; a nearly two-level mask (JPEG artefacts) is thresholded at half its maximum with a
-    warning; anything else (a grey-level or probability image) is rejected."""
+def read_mask(path: Path, thresholded: list | None = None) -> np.ndarray:
+    """uint8 {0, 1} (H, W). A mask with two grey levels is binary whatever they are (0/1, 0/255, 1-bit PNG,
+    red-on-black TIFF, GIF palettes such as DRIVE's 3/253): the higher level is the foreground. A nearly
+    two-level mask (JPEG artefacts) is thresholded at half its maximum and its path appended to
+    `thresholded`, so that the caller says once how many were (without a list: a warning for this file);
+    anything else (a grey-level or probability image) is rejected."""
     pixels = _decode(path, cv2.IMREAD_GRAYSCALE)
     if pixels is None:
         raise DataError(f"{path}: unreadable mask (missing, truncated or not an image file)")
     values = np.unique(pixels)
-    if len(values) == 1 or (len(values) == 2 and values[0] == 0):
+    if len(values) == 1:
         return (pixels > 0).astype(np.uint8)
+    if len(values) == 2:
+        return (pixels == values[1]).astype(np.uint8)
     top = int(values[-1])
     near_levels = (pixels <= 0.1 * top) | (pixels >= 0.9 * top)
     if near_levels.mean() < 0.98:
         raise DataError(f"{path}: mask is not binary ({len(values)} grey levels; expected two levels such as 0/255)")
-    log.warning("%s: mask has %d grey levels (JPEG-compressed?); thresholded at %d", path, len(values), top // 2)
+    if thresholded is None:
+        warn_thresholded([path], 1)
+    else:
+        thresholded.append(path)
     return (pixels > top // 2).astype(np.uint8)
+
+
+def warn_thresholded(paths: list, total: int) -> None:
+    """One warning for the nearly two-level masks `read_mask` thresholded among `total` mask files."""
+    if paths:
+        names = ", ".join(str(p) for p in paths[:3]) + (", ..." if len(paths) > 3 else "")
+        log.warning("%d of %d mask files have more than two grey levels (JPEG-compressed?) and were thresholded at "
+                    "half their maximum: %s", len(paths), total, names)
 
 
 def derive_fov(image: np.ndarray, threshold: int) -> np.ndarray:
@@ -141,13 +156,14 @@ def preprocess_image(image: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     return image
 
 
-def load_sample(sample: Sample, preprocess: PreprocessConfig) -> tuple:
-    """Read and check one sample at native resolution: (image, masks (H, W, C), fov)."""
+def load_sample(sample: Sample, preprocess: PreprocessConfig, thresholded: list | None = None) -> tuple:
+    """Read and check one sample at native resolution: (image, masks (H, W, C), fov); `thresholded`: see
+    `read_mask`."""
     image = read_image(sample.image)
     shape = image.shape[:2]
     channels = []
     for path in sample.masks:
-        mask = np.zeros(shape, np.uint8) if path is None else read_mask(path)
+        mask = np.zeros(shape, np.uint8) if path is None else read_mask(path, thresholded)
         if mask.shape != shape:
             raise DataError(f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image "
                             f"{sample.image.name} is {shape[1]}x{shape[0]}")
@@ -155,11 +171,15 @@ def load_sample(sample: Sample, preprocess: PreprocessConfig) -> tuple:
     if sample.fov is None:
         fov = derive_fov(image, preprocess.fov_threshold)
     else:
-        fov = read_mask(sample.fov)
+        fov = read_mask(sample.fov, thresholded)
         if fov.shape != shape:
             raise DataError(f"{sample.fov}: FOV mask is {fov.shape[1]}x{fov.shape[0]} but its image "
                             f"{sample.image.name} is {shape[1]}x{shape[0]}")
     return preprocess_image(image, preprocess), np.stack(channels, axis=-1), fov
+
+
+def _mask_files(sample: Sample) -> list:
+    return [path for path in (*sample.masks, sample.fov) if path is not None]
 
 
 def capped_size(shape: tuple, max_side: int | None) -> tuple:
@@ -185,12 +205,14 @@ def load_arrays(samples: Sequence[Sample], preprocess: PreprocessConfig, max_sid
                 workers: int = 4, cache_dir: str | None = None) -> Arrays:
     """Decode samples in parallel threads (OpenCV releases the GIL) at native resolution, capped at max_side.
     Every file is decoded and checked; all problems are raised together, one line each. With `cache_dir`,
-    samples decoded by an earlier run with the same files and preprocessing are read back."""
+    samples decoded by an earlier run with the same files and preprocessing are read back. Nearly two-level
+    masks that had to be thresholded are counted in one warning."""
     cache = ArrayCache(cache_dir) if cache_dir else None
+    thresholded = []  # appended to from the decoding threads (list.append is atomic)
 
     def decode(sample):
         try:
-            image, masks, fov = load_sample(sample, preprocess)
+            image, masks, fov = load_sample(sample, preprocess, thresholded)
         except DataError as exc:
             return exc
         return resized(image, masks, fov, capped_size(image.shape, max_side))
@@ -211,6 +233,7 @@ def load_arrays(samples: Sequence[Sample], preprocess: PreprocessConfig, max_sid
                 cache.put(samples[index].image.stem, looked_up[index][0], *arrays)
             progress.update()
         progress.close()
+    warn_thresholded(sorted(thresholded), sum(len(_mask_files(samples[i])) for i in missing))
     problems = [str(d) for d in decoded if isinstance(d, DataError)]
     if problems:
         raise DataError("\n".join(problems))

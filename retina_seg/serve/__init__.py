@@ -2,4 +2,5 @@
 path (and its REST contract), registry promotion, and standalone exports."""
 
 MODEL_FOLDER = "RETINA_SEG_SERVE_MODEL"  # environment: the model folder `retina-seg-serve` hands its app
-MODEL_URI = "RETINA_SEG_SERVE_URI"  # environment: the model URI as the user gave it, which the viewer page names
+OPTIONS = "RETINA_SEG_SERVE_OPTIONS"  # environment: JSON of the server's options for its app (serve/app.py)
+METRICS_FOLDER = "PROMETHEUS_MULTIPROC_DIR"  # environment: prometheus-client's multiprocess folder, read at import

@@ -31,19 +31,22 @@ from PIL import Image, UnidentifiedImageError
 
 from retina_seg.config import ServeConfig
 from retina_seg.data.loading import DataError, decode_image
+from retina_seg.serve.exchange import BAD_SIZE, NOT_AN_IMAGE, TOO_LARGE, TRUNCATED
 
 IMAGE = "image"
 TRUST = "trust_model"  # model config key: rebuild unknown model JSON objects (the rest are ServeConfig's limits)
 
 
 class RequestError(MlflowException):
-    """A request the model cannot answer: HTTP 400 with this one-line reason.
+    """A request the model cannot answer: HTTP 400 with this one-line reason; `refusal` names its kind for
+    `/metrics` (one of exchange.REASONS).
 
     MLflow's scoring server rewrites an error's message to start with the request's data (fragments of
     a patient's image, over several lines); this error keeps its reason as the whole message."""
 
-    def __init__(self, reason: str):
+    def __init__(self, reason: str, refusal: str):
         super().__init__(reason, error_code=INVALID_PARAMETER_VALUE)
+        self.refusal = refusal
 
     @property
     def message(self) -> str:
@@ -102,25 +105,26 @@ def decode_row(text, row: int, limits: ServeConfig) -> np.ndarray:
     row is not a base64 image file within the limits (checked from its size and header before decoding)."""
     where = f"row {row}: '{IMAGE}'"
     if not isinstance(text, str) or not text:
-        raise RequestError(f"{where} is empty (expected the base64 bytes of a PNG, JPEG or TIFF file)")
+        raise RequestError(f"{where} is empty (expected the base64 bytes of a PNG, JPEG or TIFF file)", NOT_AN_IMAGE)
     megabytes = len(text) * 3 / 4 / 2**20
     if megabytes > limits.max_image_mb:
-        raise RequestError(f"{where} holds a {megabytes:.0f} MB file: the limit is {limits.max_image_mb:g} MB")
+        raise RequestError(f"{where} holds a {megabytes:.0f} MB file: the limit is {limits.max_image_mb:g} MB",
+                           TOO_LARGE)
     try:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise RequestError(f"{where} is not base64 text") from None
+        raise RequestError(f"{where} is not base64 text", NOT_AN_IMAGE) from None
     try:
         width, height = Image.open(io.BytesIO(raw)).size
     except (UnidentifiedImageError, OSError):
-        raise RequestError(f"{where} is not an image file (expected PNG, JPEG or TIFF bytes)") from None
+        raise RequestError(f"{where} is not an image file (expected PNG, JPEG or TIFF bytes)", NOT_AN_IMAGE) from None
     if min(width, height) < limits.min_side or max(width, height) > limits.max_side:
         raise RequestError(f"{where} is {width}x{height}: each side must be between {limits.min_side} and "
-                           f"{limits.max_side} pixels")
+                           f"{limits.max_side} pixels", BAD_SIZE)
     try:
         return decode_image(raw, f"row {row}")
     except DataError:
-        raise RequestError(f"{where} is a truncated or corrupt image file") from None
+        raise RequestError(f"{where} is a truncated or corrupt image file", TRUNCATED) from None
 
 
 def encode_png(pixels: np.ndarray) -> str:

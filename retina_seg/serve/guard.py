@@ -6,13 +6,16 @@ JSON with its parser's message, which goes on to echo the body over several line
 answers both before MLflow sees the request: a body over the cap is read to its end without being
 kept (so every HTTP client gets the answer rather than a reset connection) and gets HTTP 413; an
 empty or non-JSON body gets HTTP 400; a body that does not arrive in time gets HTTP 408. Every
-other request reaches MLflow unchanged.
+other request reaches MLflow unchanged. Each refusal is noted, with its reason, in the request's record
+(exchange.py) for `/metrics`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+
+from retina_seg.serve.exchange import NOT_JSON, TIMEOUT, TOO_LARGE, refused
 
 JSON = b"application/json"
 EXAMPLE = '{"dataframe_split": {"columns": ["image"], "data": [["<base64 image file>"]]}}'
@@ -51,43 +54,47 @@ class RequestGuard:
         content_type = next((value for name, value in scope["headers"] if name == b"content-type"), None)
         try:
             async with asyncio.timeout(self.timeout):
-                body, size = await self.read(receive)
+                body, size = await read_body(receive, self.max_bytes)
         except TimeoutError:
-            await refuse(send, 408, "REQUEST_TIMEOUT", f"the request body did not arrive within {self.timeout:g} s")
+            await refuse(send, 408, "REQUEST_TIMEOUT", f"the request body did not arrive within {self.timeout:g} s",
+                         TIMEOUT)
             return
         if body is None:  # the client went away
             return
         if size > self.max_bytes:
             await refuse(send, 413, "REQUEST_LIMIT_EXCEEDED", f"the request body is {size / 2**20:.1f} MB: the "
-                                                               f"limit is {self.max_body_mb:g} MB (serve.max_body_mb)")
+                         f"limit is {self.max_body_mb:g} MB (serve.max_body_mb)", TOO_LARGE)
             return
         if content_type is None:
-            await refuse(send, 415, "BAD_REQUEST", "the request has no Content-Type: expected application/json")
+            await refuse(send, 415, "BAD_REQUEST", "the request has no Content-Type: expected application/json",
+                         NOT_JSON)
             return
         is_json = content_type.split(b";")[0].strip().lower() == JSON
         # parsing a large body takes a while: off the event loop, so that /ping and other requests go on
         problem = await asyncio.to_thread(json_problem, body) if is_json else None
         if problem:
-            await refuse(send, 400, "BAD_REQUEST", problem)
+            await refuse(send, 400, "BAD_REQUEST", problem, NOT_JSON)
             return
         await self.app(scope, replay(body, receive), send)
 
-    async def read(self, receive) -> tuple[bytes | None, int]:
-        """The whole body and its size (None if the client disconnected); over the cap, the body is read
-        to its end without being kept, so that every HTTP client gets the answer, not a reset connection."""
-        chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None, size
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size <= self.max_bytes:
-                chunks.append(chunk)
-            else:
-                chunks.clear()
-            more = message.get("more_body", False)
-        return b"".join(chunks), size
+
+async def read_body(receive, keep_bytes: int) -> tuple[bytes | None, int]:
+    """Read a request's body to its end: (the body, or b"" once it is over `keep_bytes`, or None if the client
+    disconnected; its size). Over the cap the body is read to its end without being kept, so that every HTTP
+    client gets the answer, not a reset connection."""
+    chunks, size, more = [], 0, True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None, size
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size <= keep_bytes:
+            chunks.append(chunk)
+        else:
+            chunks.clear()
+        more = message.get("more_body", False)
+    return b"".join(chunks), size
 
 
 def replay(body: bytes, receive):
@@ -105,8 +112,10 @@ def replay(body: bytes, receive):
     return replayed
 
 
-async def refuse(send, status: int, code: str, reason: str) -> None:
-    content = json.dumps({"error_code": code, "message": reason}).encode()
+async def refuse(send, status: int, code: str, message: str, reason: str, headers: tuple = ()) -> None:
+    """Answer in MLflow's error shape, one line, and note `reason` (exchange.REASONS) in the request's record."""
+    refused(reason)
+    content = json.dumps({"error_code": code, "message": message}).encode()
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", JSON), (b"content-length", str(len(content)).encode())]})
+                "headers": [(b"content-type", JSON), (b"content-length", str(len(content)).encode()), *headers]})
     await send({"type": "http.response.body", "body": content})

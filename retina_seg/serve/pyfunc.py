@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from dataclasses import asdict
 from importlib.metadata import version
 from pathlib import Path
@@ -22,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from retina_seg.config import Config
+from retina_seg.inference.drift import image_statistics
 from retina_seg.serve.contract import (
     IMAGE,
     TRUST,
@@ -32,10 +34,12 @@ from retina_seg.serve.contract import (
     response_row,
     signature,
 )
+from retina_seg.serve.exchange import BAD_PARAMETER, NOT_AN_IMAGE, current, refused
 from retina_seg.tracking import artifacts
 from retina_seg.tracking.reload import load_segmenter
 
 RUN_FILES = (artifacts.CONFIG, artifacts.SUMMARY)
+CARRIED_FILES = (artifacts.MODEL_CARD, artifacts.VALIDATION_STATISTICS)  # carried when the run wrote them
 
 
 class RetinaSegModel(mlflow.pyfunc.PythonModel):
@@ -44,24 +48,43 @@ class RetinaSegModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         self.trust = bool((context.model_config or {}).get(TRUST, False))
         self.limits = limits_of(context.model_config)
-        self.segmenter = load_segmenter(Path(context.artifacts["run"]), trust=self.trust)
+        self.run_files = Path(context.artifacts["run"])  # the run's files inside the model (MODEL_CARD.md, ...)
+        self.segmenter = load_segmenter(self.run_files, trust=self.trust)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        """Under retina-seg-serve the request's record (exchange.py) also gets why it was refused, or the
+        model's time and each image's drift statistics at the model's own thresholds."""
+        exchange, started = current(), time.perf_counter()
+        try:
+            rows = self.answer(model_input, params or {}, None if exchange is None else exchange.images)
+        except RequestError as error:
+            refused(error.refusal)
+            raise
+        if exchange is not None:
+            exchange.model_seconds = time.perf_counter() - started
+        return pd.DataFrame(rows)
+
+    def answer(self, model_input: pd.DataFrame, params: dict, statistics: list | None) -> list[dict]:
+        """The response rows; with a `statistics` list, each image's drift statistics are appended to it."""
         if IMAGE not in model_input.columns:
-            raise RequestError(f"the request has no '{IMAGE}' column (it has {list(model_input.columns)})")
-        params = params or {}
+            raise RequestError(f"the request has no '{IMAGE}' column (it has {list(model_input.columns)})",
+                               NOT_AN_IMAGE)
         images = [decode_row(text, row, self.limits) for row, text in enumerate(model_input[IMAGE])]
         threshold = params.get("threshold")
         if threshold is not None and not 0 <= threshold <= 1:
-            raise RequestError(f"params.threshold={threshold} is invalid: expected a probability between 0 and 1")
-        rows = []
+            raise RequestError(f"params.threshold={threshold} is invalid: expected a probability between 0 and 1",
+                               BAD_PARAMETER)
+        channels, rows = self.segmenter.channels, []
         for image in images:
             fov = self.segmenter.fov(image)
             prob, scale = self.segmenter.predict(image, fov)
-            rows.append(response_row(prob, self.segmenter.masks(prob, threshold), fov, scale, self.segmenter.channels,
-                                     bool(params.get("return_probabilities", False)),
+            masks = self.segmenter.masks(prob, threshold)
+            rows.append(response_row(prob, masks, fov, scale, channels, bool(params.get("return_probabilities", False)),
                                      image if params.get("return_image", False) else None))
-        return pd.DataFrame(rows)
+            if statistics is not None:
+                own = masks if threshold is None else self.segmenter.masks(prob)
+                statistics.append(image_statistics(own, fov, channels))
+        return rows
 
 
 def requirements() -> list[str]:
@@ -80,6 +103,7 @@ def log_pipeline_model(run_files: Path, config: Config, example: np.ndarray, pat
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "run"
         copies = [(run_files / name, folder / name) for name in RUN_FILES]
+        copies += [(run_files / name, folder / name) for name in CARRIED_FILES if (run_files / name).is_file()]
         if folds:
             copies += [(fold / name, artifacts.fold_folder(folder, k) / name)
                        for k, fold in enumerate(folds) for name in pair]

@@ -13,9 +13,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
-
 from retina_seg.reporting.palette import class_colours, hex_colour
 from retina_seg.serve.contract import is_lesion_model, limits_of
 
@@ -32,28 +29,12 @@ HEADERS = [(b"content-security-policy", CSP.encode()), (b"x-content-type-options
            (b"referrer-policy", b"no-referrer"), (b"cache-control", b"no-cache")]
 
 
-def registered(uri: str) -> tuple[str | None, str | None]:
-    """(registered name, version) of a `models:/<name>/<version>` or `models:/<name>@<alias>` URI (the alias
-    asked of the registry; None if it cannot answer), else (None, None)."""
-    if not uri.startswith("models:/"):
-        return None, None
-    path = uri.removeprefix("models:/")
-    if "@" in path:
-        name, alias = path.split("@", 1)
-        try:
-            return name, str(MlflowClient().get_model_version_by_alias(name, alias).version)
-        except MlflowException:
-            return name, None
-    name, _, reference = path.partition("/")
-    return name, reference if reference.isdigit() else None
-
-
-def model_info(model, uri: str) -> dict:
+def model_info(model, uri: str, name: str | None, version: str | None) -> dict:
     """What the page shows and needs about the served pyfunc `model`, loaded from `uri` (a local folder is
-    named by its last part only: the page has no business with the server's paths)."""
+    named by its last part only: the page has no business with the server's paths), registered as `name`
+    version `version` (None for a run's or a folder's model; `retina-seg-serve` resolved an alias once)."""
     segmenter = model.unwrap_python_model().segmenter
     channels = segmenter.channels
-    name, version = registered(uri)
     return {"name": name, "version": version, "run_id": model.metadata.run_id,
             "source": Path(uri).name if Path(uri).is_dir() else uri, "classes": channels,
             "lesions": is_lesion_model(channels),

@@ -39,6 +39,8 @@ CURVES = "curves.png"  # training curves (and .svg)
 PER_IMAGE = "metrics/per_image.csv"  # test metrics per image and channel
 SUMMARY = "metrics/summary.json"  # test metrics and the validation thresholds (`threshold`, `threshold_<class>`)
 SECOND_OBSERVER = "metrics/second_observer.csv"  # the second human observer, scored like the model
+# per validation image, the field-of-view and predicted foreground fractions a served model is compared with
+VALIDATION_STATISTICS = "metrics/validation_statistics.json"
 TEST_EXAMPLES = "test_examples.png"  # image | prediction | error map of the first test images
 EXAMPLES = "examples"  # full-resolution error maps, <image>_errors.png
 ROC_PR = "figures/roc_pr.png"  # pooled ROC and precision-recall curves
@@ -46,6 +48,7 @@ BEST_WORST = "figures/best_worst.png"  # error maps of the best and worst test i
 LESION_PR = "figures/lesion_pr.png"  # lesion runs: precision-recall per lesion, pooled AUPR in the legend
 LESIONS = "lesions"  # lesion overlays, one <image>.png per test image
 REPORT_MD, REPORT_HTML = "report.md", "report.html"
+MODEL_CARD = "MODEL_CARD.md"  # what the model is for and not for, its data and figures; also inside the model
 FOLD_TABLE, FOLD_TABLE_MD = "folds.csv", "folds.md"  # a cross-validation parent's per-fold metrics
 CROSS_DATASET = "cross_dataset"  # .csv (long form), .md (matrices), .png (F1 heatmap)
 COMPARISON = "comparison"  # a comparison run's .csv and .md

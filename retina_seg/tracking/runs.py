@@ -158,7 +158,7 @@ def run_params(config: Config, resolved: Mapping) -> Dict[str, str]:
     and patch-only data keys, lesion types of a vessel model, the other inference mode's knobs, where
     the run is logged (its own record) and the terminal's verbosity."""
     drop = {"verbose", "resume", "tracking.uri", "tracking.artifact_location", "tracking.run_name",
-            "tracking.heartbeat_seconds", "tracking.outage_limit_seconds"}
+            "tracking.heartbeat_seconds", "tracking.outage_limit_seconds", "tracking.system_metrics"}
     if config.data.name != "synthetic":
         drop |= {"data.num_images", "data.native_size"}
     if config.data.sampling is not Sampling.patches:
@@ -264,16 +264,17 @@ def tracked_run(cfg: TrackingConfig, staging: Path, tags: Dict[str, str], experi
                 run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run around a job (in `cfg.experiment` unless `experiment_id` is given; `nested`: a child
     of the active run; `run_id` reopens an existing run), owned by this process (host, pid, heartbeat
-    tags); on failure or interruption it keeps the staged files and records why (tag `failure_reason`)."""
+    tags), with MLflow's system metrics unless `cfg.system_metrics` is off; on failure or interruption it keeps
+    the staged files and records why (tag `failure_reason`)."""
     mlflow.set_tracking_uri(cfg.uri)
     staging.mkdir(parents=True, exist_ok=True)
     tags = {**tags, **owner_tags()}
     if run_id:
-        run = mlflow.start_run(run_id=run_id)
+        run = mlflow.start_run(run_id=run_id, log_system_metrics=cfg.system_metrics)
         mlflow.set_tags(tags)
     else:
-        run = mlflow.start_run(experiment_id=experiment_id or ensure_experiment(cfg),
-                               run_name=cfg.run_name or run_name, tags=tags, nested=nested)
+        run = mlflow.start_run(experiment_id=experiment_id or ensure_experiment(cfg), run_name=cfg.run_name or run_name,
+                               tags=tags, nested=nested, log_system_metrics=cfg.system_metrics)
     where = (f"run {run.info.run_id} ({run.info.run_name}) in experiment "
              f"'{mlflow.get_experiment(run.info.experiment_id).name}'")
     log.info("MLflow %s %s; browse: %s", where, "resumed" if run_id else "started", browse_hint(cfg.uri, run))

@@ -103,6 +103,21 @@ def test_idrid_lesion_missing_everywhere_names_the_lesion(tmp_path):
         list_samples(config.data, config.seed)
 
 
+@pytest.mark.parametrize("labels", [".pgm", ".pbm", ".pnm"])
+def test_stare_labels_in_any_netpbm_format_plain_or_gzipped(labels, tmp_path):
+    """Widespread STARE copies have greyscale `labels-ah/im0001.ah.pgm` (half of them gzipped here)."""
+    root = layouts.stare(tmp_path / "stare", labels=labels)
+    assert {p.name.split(".", 2)[-1] for p in (root / "labels-ah").iterdir()} == {labels[1:], f"{labels[1:]}.gz"}
+    config = config_for("stare", root, "data.sampling=resize")
+    samples = list_samples(config.data, config.seed)
+    assert sorted(s.masks[0].name for s in samples)[:2] == [f"im0001.ah{labels}.gz", f"im0002.ah{labels}"]
+    splits = load_splits(config.data, config.preprocess, config.seed)
+    for arrays in splits.values():
+        for name, masks in zip(arrays.names, arrays.masks, strict=True):
+            truth = layouts._fundus(int(name[2:6])).vessels  # the label as it was drawn
+            np.testing.assert_array_equal(masks[..., 0], truth)
+
+
 def test_image_without_mask_names_the_file(tmp_path):
     root = layouts.folder(tmp_path / "own")
     (root / "masks" / "case3.png").unlink()

@@ -111,6 +111,34 @@ def test_jpeg_compressed_mask_is_thresholded_with_a_warning(tmp_path, caplog):
     assert "JPEG-compressed?" in caplog.text
 
 
+def test_palette_gif_with_a_grey_background_is_binary_without_a_warning(tmp_path, caplog):
+    """DRIVE's 2nd_manual GIFs: palette index 0 is grey 3, index 1 grey 253 (OpenCV decodes those two levels)."""
+    truth = np.zeros((16, 16), np.uint8)
+    truth[4:8, 4:12] = 1
+    gif = Image.fromarray(truth, mode="P")
+    gif.putpalette([3, 3, 3, 253, 253, 253])
+    gif.save(tmp_path / "02_manual2.gif")
+    assert set(np.unique(cv2.imread(str(tmp_path / "02_manual2.gif"), cv2.IMREAD_GRAYSCALE))) == {3, 253}
+    with caplog.at_level("WARNING"):
+        np.testing.assert_array_equal(read_mask(tmp_path / "02_manual2.gif"), truth)
+    assert caplog.records == []
+
+
+def test_thresholded_masks_are_counted_in_one_warning_per_dataset(tmp_path, caplog):
+    samples = []
+    for index in range(5):
+        fundus = generate_fundus(64, np.random.default_rng(index))
+        image = write(tmp_path / f"{index}.png", cv2.cvtColor(fundus.image, cv2.COLOR_RGB2BGR))
+        mask = tmp_path / f"{index}_mask.{'jpg' if index < 3 else 'png'}"  # three JPEG-compressed masks
+        cv2.imwrite(str(mask), fundus.vessels * 255, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        samples.append(Sample(image, (mask,), None, "train"))
+    with caplog.at_level("WARNING"):
+        arrays = load_arrays(samples, configs(tmp_path).preprocess)
+    [record] = caplog.records
+    assert record.getMessage().startswith("3 of 5 mask files have more than two grey levels (JPEG-compressed?)")
+    assert all(set(np.unique(m)) == {0, 1} for m in arrays.masks)
+
+
 def test_truncated_image_names_the_file(tmp_path):
     image = write(tmp_path / "a.png", np.full((64, 64, 3), 128, np.uint8))
     image.write_bytes(image.read_bytes()[:40])

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from retina_seg.config import ConfigError, PromoteConfig, TrackingConfig
 from retina_seg.run import run_job
-from retina_seg.serve.__main__ import model_folder
+from retina_seg.serve.__main__ import ServeError, model_folder, registered
 from retina_seg.serve.registry import best_run
 from tests.conftest import TINY, compose_config, isolate, run_cli
 from tests.serve.conftest import SWEEP
@@ -45,8 +45,12 @@ def test_promote_registers_the_best_run_of_a_sweep_as_champion(logged, tmp_path)
 
     mlflow.set_tracking_uri(uri)
     photo = base64.b64encode((inputs / "colour.png").read_bytes()).decode()
-    # the folder `retina-seg-serve models:/retina-seg@champion` serves
-    folder = model_folder("models:/retina-seg@champion", str(tmp_path / "downloads"))
+    # the folder `retina-seg-serve models:/retina-seg@champion` serves: the version the alias names at its start
+    assert registered("models:/retina-seg@champion") == ("models:/retina-seg/2", "retina-seg", "2")
+    with pytest.raises(ServeError, match=r"^models:/retina-seg@nobody: .*nobody") as refused:
+        registered("models:/retina-seg@nobody")
+    assert "\n" not in str(refused.value)
+    folder = model_folder("models:/retina-seg/2", str(tmp_path / "downloads"))
     served = mlflow.pyfunc.load_model(folder).predict(pd.DataFrame({"image": [photo]}))
     direct = mlflow.pyfunc.load_model(f"runs:/{best}/model").predict(pd.DataFrame({"image": [photo]}))
     decode = lambda text: cv2.imdecode(np.frombuffer(base64.b64decode(text), np.uint8), cv2.IMREAD_UNCHANGED)  # noqa: E731

@@ -11,6 +11,8 @@ import shutil
 import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import cv2
@@ -21,6 +23,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 from mlflow.pyfunc import PythonModelContext
+from prometheus_client.parser import text_string_to_metric_families
 
 from retina_seg.serve.pyfunc import RetinaSegModel
 from retina_seg.tracking.reload import ModelSourceError
@@ -217,3 +220,42 @@ def test_a_body_that_never_arrives_times_out_and_the_server_goes_on(logged, serv
     status, answer = post(url, request_for(encoded(inputs / "colour.png")))
     assert status == 200
     np.testing.assert_array_equal(decoded(answer["predictions"][0]["mask"]), predicted(tmp, "colour.png"))
+
+
+REFUSED_FOR = {"not an image": "not_an_image", "truncated file": "truncated", "not base64": "not_an_image",
+               "missing image column": "not_an_image", "10x10 image": "bad_size", "bad threshold": "bad_parameter",
+               "22 MB file": "too_large", "empty body": "not_json", "not JSON": "not_json",
+               "no Content-Type": "not_json", "100 MB body": "too_large"}
+
+
+def scraped(url: str) -> tuple[int, dict]:
+    """(HTTP status of GET /metrics, refused requests by reason)."""
+    try:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=30) as answer:
+            text = answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, {}
+    return 200, {s.labels["reason"]: s.value for family in text_string_to_metric_families(text)
+                 for s in family.samples if s.name == "retina_seg_refused_requests_total"}
+
+
+def test_each_refusal_is_counted_by_its_reason_at_metrics(logged, server):
+    _, _, inputs = logged
+    kind, url, server_log = server
+    status, before = scraped(url)
+    if kind == MLFLOW:
+        assert status == 404  # MLflow's own scoring server has no /metrics
+        return
+    assert status == 200
+    cases = bad_requests(inputs, kind)
+    assert set(cases) == set(REFUSED_FOR)
+    for case, (body, expected_status, _) in cases.items():
+        assert post(url, body, None if case == "no Content-Type" else "application/json")[0] == expected_status
+    _, after = scraped(url)
+    counted = {reason: after[reason] - before.get(reason, 0) for reason in after}
+    expected = {reason: list(REFUSED_FOR.values()).count(reason) for reason in after}
+    assert counted == expected
+    # and each request left an access-log line on stdout, with its reason
+    logged_reasons = {json.loads(line)["refused"] for line in server_log.read_text().splitlines()
+                      if line.startswith('{"time"')}
+    assert set(REFUSED_FOR.values()) <= logged_reasons
