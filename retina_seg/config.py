@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Sequence
+from typing import Any, Dict, Iterator, List, Mapping, Sequence
 from urllib.parse import urlsplit
 
 from hydra.core.config_store import ConfigStore
@@ -136,6 +136,7 @@ class DataConfig:
     name: str = MISSING
     task: Task = Task.vessels
     root: str = MISSING
+    # lesion datasets set their own in conf/data (idrid: MA, HE, EX, SE; synthetic: the MA, HE, EX it draws)
     lesion_types: List[str] = field(default_factory=lambda: ["MA", "HE", "EX"])
     num_images: int = 48  # synthetic only: how many images to generate
     native_size: int = 256  # synthetic only: side of the generated images in pixels
@@ -194,6 +195,35 @@ class PreprocessConfig:
 class AugmentationConfig:
     name: str = "none"
     transforms: List[Any] = field(default_factory=list)  # albumentations transforms as `_target_` nodes
+
+    def __post_init__(self) -> None:
+        # Hydra instantiates every `_target_`, nested ones too: a config read back from a run (resume=, reload)
+        # must not name anything but the transforms the project's own YAML can (a stranger's edited config.yaml
+        # could name pathlib.Path.write_text)
+        for key, node in _nodes(self.transforms, "augmentation.transforms"):
+            if isinstance(node, dict) and "_target_" in node:
+                _require(_is_transform(node["_target_"]), f"{key}._target_",
+                         "an albumentations transform such as albumentations.HorizontalFlip (nothing else is "
+                         "instantiated)", node["_target_"])
+
+
+def _nodes(node: Any, key: str) -> Iterator[tuple[str, Any]]:
+    """(key, node) for `node` and everything nested in it (dicts and lists), keys spelt as on the command line."""
+    yield key, node
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for name, value in items:
+        yield from _nodes(value, f"{key}[{name}]" if isinstance(node, list) else f"{key}.{name}")
+
+
+def _is_transform(target: Any) -> bool:
+    """Whether `target` is `albumentations.<Name>` for a transform or a composition of them. Lambda is not: it
+    exists to run a callable of the config's choosing."""
+    import albumentations as A  # only configs with transforms pay for the import
+
+    name = target.removeprefix("albumentations.") if isinstance(target, str) else ""
+    found = getattr(A, name, None) if name.isidentifier() and target == f"albumentations.{name}" else None
+    return (isinstance(found, type) and issubclass(found, (A.BasicTransform, A.BaseCompose))
+            and not issubclass(found, A.Lambda))
 
 
 @dataclass
@@ -339,9 +369,11 @@ class Config:
     image_size: int = 256
     seed: int = 42
     encoder_weights: str | None = None  # null: random init; "imagenet": downloads (needs network)
-    batchnorm_momentum: float | None = None  # null: the backbone's own (0.99)
+    # conf/config.yaml holds the defaults; these say the same (tests/test_config.py checks), for runs stored before
+    # a key existed. 0.9: Keras' 0.99 lets BatchNorm statistics lag behind the weights when training from scratch
+    batchnorm_momentum: float | None = 0.9  # null: the backbone's own (0.99)
     verbose: bool = False  # TensorFlow's notices and Keras' progress bars on the terminal
-    cache_dir: str | None = None  # decoded, preprocessed samples are kept here between runs; null: no cache
+    cache_dir: str | None = str(PROJECT_ROOT / ".cache" / "arrays")  # decoded samples kept between runs; null: off
     resume: str | None = None  # run id of a KILLED or FAILED run to continue from its last checkpoint
 
     def __post_init__(self) -> None:
@@ -354,6 +386,11 @@ class Config:
                  f"null or at most image_size ({self.image_size}) so windows overlap or touch", self.inference.stride)
         _require(self.batchnorm_momentum is None or 0 <= self.batchnorm_momentum < 1, "batchnorm_momentum",
                  "null or a value in [0, 1)", self.batchnorm_momentum)
+        if (self.arch.name is Arch.pspnet and self.data.sampling is Sampling.patches
+                and self.trainer.validation_windows is None):
+            raise ConfigError("trainer.validation_windows=null is invalid for arch=pspnet with data.sampling=patches: "
+                              "expected a number of windows (PSPNet is built for one image_size input, which whole "
+                              "validation images do not fit)")
         if self.trainer.monitor is None:
             self.trainer.monitor = TASK_MONITOR[self.data.task.value]
         channels = self.data.channels
@@ -374,7 +411,7 @@ class EvaluateConfig(Config):
     runs on several datasets (`targets`): the trained-on x tested-on table."""
 
     run_id: str | None = None
-    trust_model: bool = False  # allow model JSON with code-carrying (Lambda) layers
+    trust_model: bool = False  # rebuild model JSON holding objects retina-seg never writes (they can run code)
     run_ids: List[str] = field(default_factory=list)  # more runs for the cross-dataset table
     targets: List[str] = field(default_factory=list)  # dataset names (conf/data) to evaluate every run on
     roots: Dict[str, str | None] = field(default_factory=dict)  # data.root of each target dataset
@@ -511,6 +548,17 @@ class ExportConfig:
         _require(self.precision == "32" or self.format is ExportFormat.savedmodel, "precision",
                  "32 for TFLite and ONNX exports (a mixed-precision network exports as a SavedModel only)",
                  self.precision)
+
+
+def read_run_config(path: Path) -> DictConfig:
+    """A run's `config.yaml` as plain data, refused when it holds an interpolation: `run` writes it resolved, so
+    `${...}` in it was written by someone else, and resolving it would run a resolver of their choosing
+    (`${oc.env:MLFLOW_TRACKING_PASSWORD}` would copy a secret into the resumed run's params)."""
+    loaded = OmegaConf.load(path)
+    for key, value in _nodes(OmegaConf.to_container(loaded, resolve=False), ""):
+        _require(not (isinstance(value, str) and "${" in value), key.lstrip("."),
+                 f"a plain value ({path.name} is stored resolved; an interpolation in it is never resolved)", value)
+    return loaded
 
 
 def validate(cfg: DictConfig) -> Config:

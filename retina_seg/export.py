@@ -31,7 +31,9 @@ def main(cfg: DictConfig) -> None:
     source = config.run_id or config.model
     logged = load_logged_model(source, config.tracking.uri, trust=config.trust_model)
     written = export_network(logged, config.format, Path(config.output), source, config.opset, config.precision)
-    print(f"wrote {written} and {written.parent / 'inference.json'}")
+    print(f"wrote {', '.join(map(str, written))} and {Path(config.output) / 'inference.json'}"
+          + (f" (the {len(written)} folds of a cross-validation ensemble: average their probabilities, see "
+             "inference.json's `combine`)" if len(written) > 1 else ""))
 
 
 if __name__ == "__main__":

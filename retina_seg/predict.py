@@ -1,9 +1,10 @@
 """`python -m retina_seg.predict run_id=<id>|model=<folder> input=<file-or-folder> output=<folder>`.
 
-For every readable image: `<stem>_prob.png` (probability x 255), `<stem>_mask.png` (0/255, at the
-threshold chosen on validation when the model was evaluated) and `<stem>_overlay.png` (the mask
-painted over the image); multi-label models write one prob/mask file per channel
-(`<stem>_prob_MA.png`, ...). Unreadable files are reported and skipped; the batch goes on.
+For every readable image (its stem: the file name without its image suffix): `<stem>_prob.png`
+(probability x 255), `<stem>_mask.png` (0/255, at the threshold chosen on validation when the model
+was evaluated) and `<stem>_overlay.png` (the mask painted over the image); multi-label models write
+one prob/mask file per channel (`<stem>_prob_MA.png`, ...). Unreadable files are reported and skipped;
+the batch goes on.
 The model's own training preprocessing and scale are applied, read from the run's `config.yaml`;
 predictions outside the field of view are zero unless `inference.fov_mask=false`. The served MLflow
 model runs the same Segmenter, so its masks are these masks.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
@@ -25,7 +27,7 @@ from tqdm import tqdm
 
 from retina_seg.cli import run_app, user_errors
 from retina_seg.config import ConfigError, PredictConfig, validate
-from retina_seg.data.adapters import IMAGE_SUFFIXES
+from retina_seg.data.adapters import IMAGE_SUFFIXES, image_stem
 from retina_seg.data.loading import DataError, read_image
 from retina_seg.reporting.figures import overlay
 from retina_seg.tracking.reload import load_segmenter
@@ -35,7 +37,8 @@ log = logging.getLogger(__name__)
 
 
 def list_inputs(source: Path) -> list[Path]:
-    """One image file, or every image file (by suffix) directly in a folder, sorted."""
+    """One image file, or every image file (by suffix) directly in a folder, sorted. Two files with the same
+    stem (`a.png`, `a.jpg`) would write the same output files: refused."""
     if source.is_file():
         return [source]
     if not source.is_dir():
@@ -43,6 +46,13 @@ def list_inputs(source: Path) -> list[Path]:
     files = sorted(p for p in source.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
     if not files:
         raise ConfigError(f"input='{source}' holds no image files (expected {', '.join(IMAGE_SUFFIXES)})")
+    by_stem = defaultdict(list)
+    for path in files:
+        by_stem[image_stem(path)].append(path.name)
+    clashes = [names for names in by_stem.values() if len(names) > 1]
+    if clashes:
+        raise ConfigError(f"input='{source}': {' and '.join(clashes[0])} would write the same output files "
+                          f"({image_stem(source / clashes[0][0])}_mask.png, ...): rename or move one of them")
     return files
 
 
@@ -75,7 +85,7 @@ def predict_folder(config: PredictConfig, overrides: Sequence[str] = ()) -> tupl
             log.info("%s: field of view %s the training images': seen at %.3fx its size", path.name,
                      "wider than" if scale < 1 else "narrower than", scale)
         masks = segmenter.masks(prob)
-        stem = path.name.split(".")[0]
+        stem = image_stem(path)
         for c, name in enumerate(channels):
             suffix = "" if len(channels) == 1 else f"_{name}"
             _write(output / f"{stem}_prob{suffix}.png", np.round(prob[..., c] * 255).astype(np.uint8))

@@ -1,5 +1,7 @@
 """`python -m retina_seg.promote sweep=<id> [metric=val_f1]`: the best run of a sweep becomes the champion.
 
+The sweep is looked for in `tracking.experiment` only (sweep ids are folder date-times: two users can share one).
+
 Registers the run's logged pyfunc model as a new version of `model_name` in the tracking store's
 registry and points the alias `alias` (default `champion`) at it. Serve it with
 `retina-seg-serve models:/retina-seg@champion` (or `mlflow models serve -m models:/retina-seg@champion

@@ -65,7 +65,7 @@ from retina_seg.reporting.model_card import write_model_card
 from retina_seg.reporting.report import cv_sections, run_sections, write_report
 from retina_seg.serve.pyfunc import log_pipeline_model
 from retina_seg.tracking import artifacts
-from retina_seg.tracking.outbox import Outbox, ServerLost
+from retina_seg.tracking.outbox import Outbox, ServerLost, use_outage_limit
 from retina_seg.tracking.preflight import preflight
 from retina_seg.tracking.recovery import fetch_checkpoint, reconcile, resumed_config
 from retina_seg.tracking.runs import (
@@ -100,6 +100,7 @@ def run_job(cfg: DictConfig, workdir: Path, sweep_tags: dict | None = None, over
     config: Config = validate(cfg)
     if config.resume and config.cv.folds:
         raise ConfigError(f"resume={config.resume}: a cross-validation run cannot be resumed; start it again")
+    use_outage_limit(config.tracking)  # before the job's first thread
     experiment_id = preflight(config, workdir)
     for change in reconcile(MlflowClient(config.tracking.uri), [experiment_id], stale_minutes=None):
         log.warning("reconcile: %s", change)
@@ -172,8 +173,8 @@ def train_run(cfg: DictConfig, config: Config, splits: dict, split: dict, observ
                                  augmentation, config.seed, shares)
         windows = config.trainer.validation_windows if patches else None
         validation = Validation(*validation_set(fit_splits["val"], config.image_size, windows,
-                                                config.data.foreground_share, config.seed + 1, shares),
-                                channels, batch)
+                                                config.data.foreground_share, config.seed + 1, shares,
+                                                config.arch.size_multiple), channels, batch)
         started = time.perf_counter()
         loggers = [EpochMetrics(outbox.log_metrics),
                    CheckpointLogger(outputs.weights, outputs.history, outbox.log_files, run.info.run_id)]

@@ -4,12 +4,16 @@ Both listen on the configured host (127.0.0.1 by default). Secrets never reach a
 `ps` would show them: the database password lives in a mode-600 pgpass file that libpq reads
 (PGPASSFILE), the backend URI given to MLflow carries no password, and the basic-auth admin password
 reaches MLflow through its environment. PostgreSQL refuses to run as root, so as root it runs as the
-`postgres` user. The MLflow server runs in its own process group, so stopping it stops every worker.
+`postgres` user. The MLflow server runs in its own process group, so stopping it stops every worker; its PID
+file records the process's start time and command line, so a pid the kernel has since given to another
+process is never signalled.
 """
 
 from __future__ import annotations
 
 import glob
+import json
+import logging
 import os
 import secrets
 import shutil
@@ -23,10 +27,13 @@ from pathlib import Path
 
 from retina_seg.config import ServerConfig
 from retina_seg.errors import UserError
+from retina_seg.tracking.runs import process_command, process_started, still_running
 
 DB_ROLE = "mlflow"
 DB_NAMES = ("mlflow", "mlflow_auth")  # runs, metrics, registry / accounts of the basic-auth app
 ADMIN = "admin"
+
+log = logging.getLogger(__name__)
 
 
 class ServerError(UserError):
@@ -168,13 +175,27 @@ class TeamServer:
         return env
 
     def tracking_pid(self) -> int | None:
-        """The running server's process (group) id, or None."""
-        try:
-            pid = int(self.pid_file.read_text())
-            os.kill(pid, 0)
-        except (OSError, ValueError):
+        """The running server's process (group) id, or None. The PID file records the process's start time and
+        command line too: once the server is gone the kernel may give its pid to any other process, so a file
+        whose pid no longer names that same process is stale, and is removed with one line saying so."""
+        if not self.pid_file.exists():
             return None
-        return pid
+        try:
+            record = json.loads(self.pid_file.read_text())
+            pid, started, command = int(record["pid"]), str(record["started"]), str(record["command"])
+        except (OSError, ValueError, KeyError, TypeError):  # unreadable, or a bare pid (no identity to check)
+            pid = None
+        if pid is not None and still_running(pid, started, command):
+            return pid
+        why = "no process identity in it" if pid is None else f"process {pid} is not the tracking server it started"
+        log.warning("removed the stale %s (%s)", self.pid_file, why)
+        self.pid_file.unlink(missing_ok=True)
+        return None
+
+    def _record_tracking(self, pid: int) -> None:
+        """Write the PID file: the pid and what identifies its process (start time, command line)."""
+        self.pid_file.write_text(json.dumps({"pid": pid, "started": process_started(pid),
+                                             "command": process_command(pid)}))
 
     def start_tracking(self, timeout: float = 300) -> str:
         """Start `mlflow server` on the database (in its own process group) and wait until it answers
@@ -188,11 +209,11 @@ class TeamServer:
                 "--artifacts-destination", destination, *(["--app-name", "basic-auth"] if self.config.auth else []),
                 # uvicorn restarts a worker that misses a 5 s health ping: on a saturated machine, every one in turn
                 *(["--uvicorn-opts", "--timeout-worker-healthcheck 60"] if self.config.workers > 1 else [])]
-        log = open(self.folder / "mlflow.log", "a")
-        server = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        output = open(self.folder / "mlflow.log", "a")
+        server = subprocess.Popen(args, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
                                   env=self._environment(), cwd=self.folder)
-        log.close()
-        self.pid_file.write_text(str(server.pid))
+        output.close()
+        self._record_tracking(server.pid)  # Popen returns once the child has exec'd: its command line is final
         deadline = time.time() + timeout
         while not self._healthy():
             if server.poll() is not None or time.time() > deadline:
@@ -211,14 +232,17 @@ class TeamServer:
 
     def stop_tracking(self) -> None:
         """Stop the server's whole process group (its workers too)."""
-        pid = self.tracking_pid()
+        pid = self.tracking_pid()  # None unless the PID file names the very process that start_tracking started
         if pid:
-            os.killpg(pid, signal.SIGTERM)
-            deadline = time.time() + 15
-            while time.time() < deadline and self._group_alive(pid):
-                time.sleep(0.2)
-            if self._group_alive(pid):
-                os.killpg(pid, signal.SIGKILL)
+            try:
+                os.killpg(pid, signal.SIGTERM)
+                deadline = time.time() + 15
+                while time.time() < deadline and self._group_alive(pid):
+                    time.sleep(0.2)
+                if self._group_alive(pid):
+                    os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:  # it ended on its own meanwhile
+                pass
         self.pid_file.unlink(missing_ok=True)
 
     @staticmethod

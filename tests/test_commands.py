@@ -165,6 +165,26 @@ def test_predict_from_a_model_folder_matches_the_run(trained, tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
+def test_predict_names_outputs_by_the_whole_stem_and_refuses_two_inputs_with_one_stem(trained, tmp_path):
+    """`a.v1.png` and `a.v2.png` used to write both masks to `a_mask.png`, the second silently over the first."""
+    tmp, result = trained
+    inputs = write_inputs(tmp_path / "in")
+    colour = cv2.imread(str(inputs / "colour.png"))
+    for name in ("colour.png", "grey.png", "rgba.png", "small.jpg", "broken.png"):
+        (inputs / name).unlink()
+    cv2.imwrite(str(inputs / "a.v1.png"), colour)
+    cv2.imwrite(str(inputs / "a.v2.png"), colour[::-1])
+    done, _ = predict_folder(predict_config(tmp, f"run_id={result.run_id}", f"input={inputs}",
+                                            f"output={tmp_path / 'out'}"))
+    assert [p.name for p in done] == ["a.v1.png", "a.v2.png"]
+    first, second = (cv2.imread(str(tmp_path / "out" / f"a.v{n}_prob.png"), cv2.IMREAD_UNCHANGED) for n in (1, 2))
+    assert first.shape == second.shape == (70, 90) and not np.array_equal(first, second)  # one map per photograph
+    cv2.imwrite(str(inputs / "a.v1.jpg"), colour)  # the same stem: both would be a.v1_mask.png
+    with pytest.raises(ConfigError, match=r"^input='.*': a\.v1\.jpg and a\.v1\.png would write the same output "
+                                          r"files \(a\.v1_mask\.png, \.\.\.\): rename or move one of them$"):
+        predict_folder(predict_config(tmp, "run_id=no-such-run", f"input={inputs}", f"output={tmp_path / 'o'}"))
+
+
 def test_predict_cli_reports_skips_and_exit_codes(trained, tmp_path):
     tmp, result = trained
     inputs = write_inputs(tmp_path / "in")
@@ -219,7 +239,8 @@ def test_code_carrying_json_is_refused_unless_trusted(tmp_path):
     model = tf.keras.Model(inputs, tf.keras.layers.Lambda(lambda x: x[..., :1] * 0.5)(inputs))
     (tmp_path / "lam_Retinal.json").write_text(model.to_json())
     model.save_weights(str(tmp_path / "lam_Retinal.h5"))
-    with pytest.raises(ModelSourceError, match=r"contains \['Lambda'\] layers, which run arbitrary code"):
+    with pytest.raises(ModelSourceError, match=r"contains \['Lambda \(own function\)'\], which no retina-seg "
+                                               "architecture produces"):
         load_model(tmp_path)
     trusted = load_model(tmp_path, trust=True)
     assert trusted.output_shape == (None, None, None, 1)

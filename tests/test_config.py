@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import get_type_hints
+
 import pytest
+from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from retina_seg.config import CONF_DIR, Arch, Config, ConfigError, refuse_overridden_smoke_trainer, validate
+from retina_seg.config import (
+    CONF_DIR,
+    Arch,
+    CompareConfig,
+    Config,
+    ConfigError,
+    EvaluateConfig,
+    ExportConfig,
+    PredictConfig,
+    PromoteConfig,
+    ReconcileConfig,
+    ServerConfig,
+    UploadConfig,
+    refuse_overridden_smoke_trainer,
+    validate,
+)
 from retina_seg.tracking import artifacts
 from tests.conftest import compose_config
 
@@ -99,18 +118,61 @@ def test_a_bug_in_a_range_check_is_not_reported_as_a_config_error():
         validate(OmegaConf.structured(Checked))
 
 
+# groups whose option files are alternatives (a dataset, a loss, an encoder, a store...): each option sets its own
+# values, and the schema's defaults there are neutral fallbacks, not a default option's values
+ALTERNATIVES = {"backbone", "arch", "loss", "data", "augmentation", "tracking", "hydra"}
+APP_CONFIGS = {"config": Config, "evaluate": EvaluateConfig, "predict": PredictConfig, "export": ExportConfig,
+               "promote": PromoteConfig, "reconcile": ReconcileConfig}
+OWN_FOLDER_APPS = {"compare": CompareConfig, "server": ServerConfig, "upload": UploadConfig}  # conf/apps/<app>/
+
+
+def schema_defaults(schema) -> dict:
+    """The schema's own default of every key (what a run stored before the key existed is given), a nested
+    dataclass's where the field itself has none (trainer: TrainerConfig's)."""
+    tree = OmegaConf.to_container(OmegaConf.structured(schema), resolve=True, throw_on_missing=False,
+                                  enum_to_str=True)
+    hints = get_type_hints(schema)
+    for item in dataclasses.fields(schema):
+        if tree.get(item.name) == "???" and dataclasses.is_dataclass(hints[item.name]):
+            tree[item.name] = schema_defaults(hints[item.name])
+    return tree
+
+
+def leaves(node, key="") -> dict:
+    """{'trainer.lr': 0.001, ...}: every value of a nested config by its dotted key."""
+    if not isinstance(node, dict) or not node:
+        return {key: node}
+    return {found: value for name, child in node.items()
+            for found, value in leaves(child, f"{key}.{name}" if key else name).items()}
+
+
+def composed(name: str) -> dict:
+    if name in OWN_FOLDER_APPS:
+        with initialize_config_dir(config_dir=str(CONF_DIR / "apps" / name), version_base="1.3"):
+            tree = compose(config_name=name)
+    else:
+        tree = compose_config([], name=name)
+    return leaves(OmegaConf.to_container(tree, resolve=True, throw_on_missing=False, enum_to_str=True))
+
+
+@pytest.mark.parametrize("name", [*APP_CONFIGS, *OWN_FOLDER_APPS])
+def test_the_yaml_and_the_schema_hold_the_same_defaults(name):
+    """conf/ is where the defaults live; the schema's defaults must say the same for every key an app's own YAML
+    (and trainer/default.yaml) sets, or a run stored before a key existed is rebuilt with another value than a
+    new run gets (batchnorm_momentum was 0.9 in config.yaml and null in the schema; cache_dir a folder and null)."""
+    schema = schema_defaults({**APP_CONFIGS, **OWN_FOLDER_APPS}[name])
+    expected = {key: value for key, value in leaves(schema).items() if value != "???"}
+    drift = {key: (expected[key], value) for key, value in composed(name).items()
+             if key in expected and key.split(".")[0] not in ALTERNATIVES and value != expected[key]}
+    assert drift == {}, "key: (schema default, YAML value)"
+
+
 EXPERIMENTS = [option for group, option in OPTIONS if group == "experiment"]
 
 
 def flat(config) -> dict:
     """A composed config as {dotted key: value}, enums by name."""
-    def walk(node, prefix):
-        if isinstance(node, dict) and node:
-            for key, value in node.items():
-                yield from walk(value, f"{prefix}{key}.")
-        else:
-            yield prefix[:-1], node
-    return dict(walk(OmegaConf.to_container(config, resolve=True, enum_to_str=True), ""))
+    return leaves(OmegaConf.to_container(config, resolve=True, enum_to_str=True))
 
 
 SMOKE = flat(OmegaConf.load(CONF_DIR / "debug" / "fast.yaml"))

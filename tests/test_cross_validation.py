@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import cv2
 import mlflow
@@ -23,6 +26,8 @@ from retina_seg.run import run_job
 from retina_seg.tracking.reload import ModelSourceError, load_logged_model
 from tests import layouts
 from tests.conftest import TINY, compose_config, isolate, run_cli
+
+STANDALONE = Path(__file__).parent / "serve" / "standalone.py"  # runs an export without retina-seg
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +104,26 @@ def test_the_parent_run_id_predicts_with_the_mean_of_the_folds(cv_run, tmp_path)
     expected = cv2.imread(str(tmp_path / "own" / "000_mask.png"), cv2.IMREAD_UNCHANGED)
     assert expected.any() and not expected.all(), "a constant mask would prove nothing"
     np.testing.assert_array_equal(mask, expected)
+
+
+def test_export_of_the_parent_writes_every_fold_and_a_runtime_averages_them(cv_run, tmp_path):
+    """It wrote fold 0's network alone, under the thresholds chosen for the folds' average."""
+    tmp, client, parent, folds = cv_run
+    done = run_cli("retina_seg.export", [f"run_id={parent.info.run_id}", "format=savedmodel",
+                                         f"output={tmp_path / 'out'}", *isolate(tmp)[:1]], tmp_path / "a")
+    assert done.returncode == 0, done.stderr[-2000:]
+    spec = json.loads((tmp_path / "out" / "inference.json").read_text())
+    assert spec["members"] == ["folds/fold0/savedmodel", "folds/fold1/savedmodel"] and "file" not in spec
+    assert spec["thresholds"]["vessels"] == pytest.approx(np.mean([r.data.metrics["threshold"] for r in folds]))
+    ensemble = load_logged_model(parent.info.run_id, f"sqlite:///{tmp}/mlflow.db")
+    window = np.random.default_rng(0).random((1, 64, 64, 3), dtype=np.float32)
+    np.save(tmp_path / "window.npy", window)
+    ran = subprocess.run([sys.executable, str(STANDALONE), str(tmp_path / "out"), str(tmp_path / "window.npy"),
+                          str(tmp_path / "prob.npy")], capture_output=True, text=True, timeout=600)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    members = [m(window, training=False).numpy() for m in ensemble.models]
+    assert not np.allclose(members[0], members[1], atol=1e-3)  # fold 0 alone would not pass
+    np.testing.assert_allclose(np.load(tmp_path / "prob.npy"), np.mean(members, axis=0), atol=1e-5)
 
 
 def test_evaluating_an_ensemble_on_images_its_folds_trained_on_is_refused(cv_run, tmp_path):

@@ -12,10 +12,12 @@ import shutil
 import site
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+from packaging.specifiers import SpecifierSet
 
 from retina_seg.config import PROJECT_ROOT
 from retina_seg.serve.viewer import FILES
@@ -81,3 +83,17 @@ def test_wheel_install_runs_a_fast_job_from_another_folder(tmp_path):
     done = subprocess.run([venv / "bin" / "retina-seg-reconcile", "all_experiments=true"], cwd=work,
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0 and "nothing changed" in done.stdout, done.stderr[-3000:]
+
+
+def test_the_python_versions_claimed_are_those_the_code_runs_on():
+    """The request guard uses asyncio.timeout (Python 3.11): 3.10 must not be admitted, and the classifiers and
+    ruff's target say the same as requires-python."""
+    meta = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
+    admitted = SpecifierSet(meta["project"]["requires-python"])
+    assert "3.10" not in admitted and "3.11" in admitted
+    assert "asyncio.timeout" in (PROJECT_ROOT / "retina_seg" / "serve" / "guard.py").read_text()
+    prefix = "Programming Language :: Python :: 3."
+    claimed = {c.removeprefix("Programming Language :: Python :: ") for c in meta["project"]["classifiers"]
+               if c.startswith(prefix) and c.removeprefix(prefix).isdigit()}
+    assert claimed == {f"3.{minor}" for minor in range(8, 15) if f"3.{minor}" in admitted}
+    assert meta["tool"]["ruff"]["target-version"] == "py311"

@@ -7,8 +7,10 @@ import os
 import tempfile
 from pathlib import Path
 
+import cv2
 import mlflow
 import numpy as np
+import onnxruntime
 import pandas as pd
 import psutil
 import pytest
@@ -17,11 +19,14 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from retina_seg import load_model
-from retina_seg.config import validate
+from retina_seg.config import ConfigError, ExportFormat, validate
 from retina_seg.data.loading import load_splits
 from retina_seg.data.pipeline import to_model_input
+from retina_seg.predict import predict_folder
 from retina_seg.run import run_job
+from retina_seg.serve.export import export_network
 from retina_seg.tracking import artifacts
+from retina_seg.tracking.reload import load_logged_model
 from retina_seg.tracking.runs import run_params
 from tests.conftest import SHARED_DATA, TINY, compose_config, isolate, run_cli, runs_in
 
@@ -244,6 +249,42 @@ def test_chase_recipe_runs_unchanged_on_the_drive_layout(tmp_path):
     assert run.info.status == "FINISHED" and run.data.tags["dataset"] == "drive"
     assert run.data.params["preprocess.clahe"] == "True" and run.data.params["data.sampling"] == "patches"
     assert run.data.params["backbone.name"] == "resnet18" and run.data.params["trainer.time_limit_minutes"] == "45.0"
+
+
+def test_pspnet_trains_on_patches_and_segments_photographs_larger_than_its_window(tmp_path):
+    """PSPNet is built for one image_size input. With patches (every public dataset's default) it validates on
+    windows, and evaluation, predict and the exported network see 160 px photographs through 96 px windows;
+    whole validation images cannot fit it and are refused at composition; trained on images resized to a size
+    that is not a multiple of 32 (144), its whole-image validation set is not padded past that size."""
+    patches = [*TINY, *isolate(tmp_path), "arch=pspnet", "image_size=96", "data.native_size=160",
+               "data.sampling=patches"]
+    result = run_job(compose_config(patches), tmp_path / "patches")
+    assert result.model.input_shape == (None, 96, 96, 3)
+    [run] = runs_in(tmp_path)
+    assert run.info.status == "FINISHED" and "test_f1" in run.data.metrics and "val_auroc" in run.data.metrics
+    photo = np.random.default_rng(0).integers(0, 256, (130, 150, 3), dtype=np.uint8)
+    (tmp_path / "in").mkdir()
+    cv2.imwrite(str(tmp_path / "in" / "photo.png"), photo)
+    predict_folder(validate(compose_config([*isolate(tmp_path), f"run_id={result.run_id}",
+                                            f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}"],
+                                           name="predict")))
+    assert cv2.imread(str(tmp_path / "out" / "photo_mask.png"), cv2.IMREAD_UNCHANGED).shape == (130, 150)
+    logged = load_logged_model(result.run_id, f"sqlite:///{tmp_path}/mlflow.db")
+    [network] = export_network(logged, ExportFormat.onnx, tmp_path / "onnx", result.run_id)
+    assert json.loads((tmp_path / "onnx" / "inference.json").read_text())["input"]["shape"] == [None, 96, 96, 3]
+    window = np.random.default_rng(1).random((1, 96, 96, 3), dtype=np.float32)
+    exported = onnxruntime.InferenceSession(str(network), providers=["CPUExecutionProvider"]).run(None, {
+        "image": window})[0]
+    np.testing.assert_allclose(exported, logged.model(window, training=False).numpy(), atol=1e-4)
+    with pytest.raises(ConfigError, match=r"^trainer.validation_windows=null is invalid for arch=pspnet with "
+                                          r"data.sampling=patches: expected a number of windows"):
+        validate(compose_config([*patches, "trainer.validation_windows=null"]))
+
+    resized = run_job(compose_config([*TINY, *isolate(tmp_path), "arch=pspnet", "image_size=144",
+                                      "data.native_size=160", "data.sampling=resize", "tracking.run_name=resized"]),
+                      tmp_path / "resized")
+    assert resized.model.input_shape == (None, 144, 144, 3)
+    assert {r.info.status for r in runs_in(tmp_path)} == {"FINISHED"}
 
 
 def test_a_recipe_smoke_tested_with_debug_fast_end_to_end(tmp_path):

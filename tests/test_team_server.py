@@ -6,6 +6,7 @@ when PostgreSQL cannot start here.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -20,6 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from retina_seg.config import PROJECT_ROOT, ServerConfig
 from retina_seg.team_server import ADMIN, ServerError, TeamServer
+from retina_seg.tracking.runs import process_started
 from tests.conftest import TINY, free_port, unavailable
 
 EXPERIMENT = "team"
@@ -100,8 +102,9 @@ def test_parallel_runs_and_a_sweep_log_to_postgres_and_compare_and_promote_read_
     table = (tmp_path / "compare" / "artifacts" / "comparison.csv").read_text()
     assert len(table.strip().splitlines()) == 3  # header + the sweep's two jobs
     done = subprocess.run([sys.executable, "-m", "retina_seg.promote", "tracking=server", f"tracking.uri={server.uri}",
-                           "sweep=sweep", f"hydra.run.dir={tmp_path}/promote"], capture_output=True, text=True,
-                          timeout=300, cwd=PROJECT_ROOT, env={**os.environ, **credentials})
+                           f"tracking.experiment={EXPERIMENT}", "sweep=sweep", f"hydra.run.dir={tmp_path}/promote"],
+                          capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT,
+                          env={**os.environ, **credentials})
     assert done.returncode == 0, done.stderr[-2000:]
     champion = client.get_model_version_by_alias("retina-seg", "champion")  # the registry, in PostgreSQL
     assert champion.run_id in {r.info.run_id for r in runs if r.data.tags.get("sweep_id") == "sweep"}
@@ -125,6 +128,45 @@ def test_without_an_account_the_apps_say_so_in_one_line(team, tmp_path):
         assert lines[-1] == (f"error: tracking.uri='{server.uri}' requires an account (401 Unauthorized): "
                              "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
         assert not any("Traceback" in line for line in lines)
+
+
+@pytest.fixture
+def stranger():
+    """A live process group of the test's own that has nothing to do with any server: what a tracking server's
+    pid names once the server is gone and the kernel has handed its pid on."""
+    process = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    yield process
+    process.kill()
+    process.wait()
+
+
+@pytest.mark.parametrize("record", ["bare pid", "another start time", "another command"])
+def test_a_pid_file_naming_another_process_is_tidied_and_that_process_never_signalled(record, stranger, tmp_path,
+                                                                                     caplog):
+    server = TeamServer(ServerConfig(folder=str(tmp_path), port=free_port(), db_port=free_port()))
+    identity = {"pid": stranger.pid, "started": process_started(stranger.pid), "command": "sleep 600"}
+    text = {"bare pid": str(stranger.pid),  # what the file held before it recorded identities
+            "another start time": json.dumps({**identity, "started": str(int(identity["started"]) - 1)}),
+            "another command": json.dumps({**identity, "command": f"{sys.executable} -m mlflow server"})}[record]
+    server.pid_file.write_text(text)
+    assert server.tracking_pid() is None  # so `start` does not refuse to start
+    assert not server.pid_file.exists()
+    assert f"removed the stale {server.pid_file}" in caplog.text
+    server.pid_file.write_text(text)
+    server.stop_tracking()  # neither crashes nor signals the stranger's group
+    assert stranger.poll() is None and not server.pid_file.exists()
+
+
+def test_the_process_the_pid_file_names_is_stopped_with_its_group(stranger, tmp_path):
+    """The identity check lets the right process through (with a real server: the restart test below)."""
+    server = TeamServer(ServerConfig(folder=str(tmp_path), port=free_port(), db_port=free_port()))
+    server.pid_file.write_text(json.dumps({"pid": stranger.pid, "started": process_started(stranger.pid),
+                                           "command": "sleep 600"}))
+    assert server.tracking_pid() == stranger.pid
+    server.stop_tracking()  # it reaps the process too, being its parent here
+    with pytest.raises(ProcessLookupError):
+        os.killpg(stranger.pid, 0)
+    assert not server.pid_file.exists()
 
 
 def test_credentials_in_the_uri_are_refused_without_echoing_them(tmp_path):

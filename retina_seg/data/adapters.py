@@ -2,6 +2,14 @@
 
 An adapter only finds files and assigns splits; reading and checking pixels is `data.py`'s job. When
 `data.root` does not match the layout, the error says which layout was expected.
+
+Splits and cross-validation folds deal patients, not images, where a dataset says which images show the
+same person (`Sample.patient`). CHASE_DB1 does: Image_NNL/Image_NNR are the two eyes of child NN. The
+others publish no patient ids, so each of their images is its own patient: DRIVE (40 photographs drawn
+from a screening of 400 diabetic patients), STARE, HRF (15 healthy, 15 diabetic retinopathy, 15 glaucoma
+photographs), IDRiD's segmentation set and FIVES (file names are an image number and a disease letter;
+the paper does not map photographs to patients); the synthetic images are independent by construction,
+and a user's `folder` carries no patient ids.
 """
 
 from __future__ import annotations
@@ -27,7 +35,10 @@ class Sample(NamedTuple):
     """One image with one mask file per output channel (None: that channel is empty for this image),
     its field-of-view mask (None: derive it from the image) and its split (train, val or test);
     `subgroup` (e.g. HRF healthy/dr/glaucoma) stratifies cross-validation folds, `second` is the second
-    human observer's vessel mask where the dataset ships one (a reference row in reports)."""
+    human observer's vessel mask where the dataset ships one (a reference row in reports). `patient` names
+    the person the image is of where the dataset says (CHASE_DB1: both eyes of a child): a patient's images
+    always share a split and a fold, so one eye never trains while the other picks the epoch or the
+    threshold. None: the dataset publishes no patient ids, and the image is taken as its own patient."""
 
     image: Path
     masks: tuple
@@ -35,6 +46,12 @@ class Sample(NamedTuple):
     split: str
     subgroup: str | None = None
     second: Path | None = None
+    patient: str | None = None
+
+    @property
+    def person(self) -> str:
+        """The unit a split deals: the patient, or the image itself where the dataset names none."""
+        return self.patient or self.image.name
 
 
 class LayoutError(UserError):
@@ -57,7 +74,8 @@ def _files(folder: Path, pattern: str, layout: str) -> List[Path]:
     return found
 
 
-def _stem(path: Path) -> str:
+def image_stem(path: Path) -> str:
+    """The file name without its image suffix, the longest known one (`a.v1.ppm.gz` -> `a.v1`)."""
     name = path.name
     for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
         if name.lower().endswith(suffix):
@@ -70,7 +88,7 @@ def _find(folder: Path, stem: str) -> Path | None:
     if not folder.is_dir():
         return None
     for path in folder.iterdir():
-        if path.is_file() and _stem(path) == stem and path.name.lower().endswith(IMAGE_SUFFIXES):
+        if path.is_file() and image_stem(path) == stem and path.name.lower().endswith(IMAGE_SUFFIXES):
             return path
     return None
 
@@ -81,37 +99,47 @@ def _require(path: Path | None, what: str, image: Path) -> Path:
     return path
 
 
-def seeded_split(stems: Sequence[str], val_fraction: float, test_fraction: float, seed: int) -> Dict[str, str]:
-    """Assign each stem to train/val/test by a seeded shuffle; val and test get at least one item each
-    (test_fraction 0: no test items, for datasets whose test split is official)."""
-    order = np.random.default_rng(seed).permutation(len(stems))
-    n_test = max(1, round(len(stems) * test_fraction)) if test_fraction > 0 else 0
-    n_val = max(1, round(len(stems) * val_fraction))
-    if n_test + n_val >= len(stems):
-        raise ConfigError(f"data: {len(stems)} images are too few for a train/val/test split")
-    split = {}
-    for rank, index in enumerate(order):
-        split[stems[index]] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
-    return split
+def seeded_split(names: Sequence[str], patients: Sequence[str], val_fraction: float, test_fraction: float,
+                 seed: int) -> Dict[str, str]:
+    """Assign each item (`names`, each of one of `patients`) to train/val/test, whole patients at a time, by a
+    seeded shuffle of the patients; the fractions count patients, val and test get at least one each
+    (test_fraction 0: no test items, for datasets whose test split is official). With one image per patient
+    this is the shuffle of the images it always was, so such datasets keep their splits."""
+    rank = patient_ranks(patients, seed)
+    people = len(rank)
+    n_test = max(1, round(people * test_fraction)) if test_fraction > 0 else 0
+    n_val = max(1, round(people * val_fraction))
+    if n_test + n_val >= people:
+        what = f"{len(names)} images" + (f" of {people} patients" if people < len(names) else "")
+        raise ConfigError(f"data: {what} are too few for a train/val/test split")
+    return {name: "test" if rank[patient] < n_test else "val" if rank[patient] < n_test + n_val else "train"
+            for name, patient in zip(names, patients, strict=True)}
+
+
+def patient_ranks(patients: Sequence[str], seed: int) -> Dict[str, int]:
+    """Each distinct patient's place in a seeded shuffle of them (taken in order of first appearance)."""
+    people = list(dict.fromkeys(patients))
+    return {people[index]: rank for rank, index in enumerate(np.random.default_rng(seed).permutation(len(people)))}
 
 
 def _with_validation(samples: List[Sample], data: DataConfig, seed: int) -> List[Sample]:
     """Carve the validation split out of an official training split (the test split stays official)."""
-    train = [str(s.image) for s in samples if s.split == "train"]
-    split = seeded_split(train, data.val_fraction, 0.0, seed)
+    train = [s for s in samples if s.split == "train"]
+    split = seeded_split([str(s.image) for s in train], [s.person for s in train], data.val_fraction, 0.0, seed)
     return [s._replace(split=split.get(str(s.image), s.split)) for s in samples]
 
 
 def _held_out_test(samples: List[Sample], test_fraction: float, seed: int) -> List[Sample]:
-    """A seeded test split taken from the training split, for a copy of a dataset without its test set."""
-    order = np.random.default_rng(seed).permutation(len(samples))
-    n_test = max(1, round(len(samples) * test_fraction))
-    chosen = set(order[:n_test].tolist())
-    return [s._replace(split="test") if i in chosen else s for i, s in enumerate(samples)]
+    """A seeded test split of whole patients taken from the training split, for a copy of a dataset without its
+    test set."""
+    rank = patient_ranks([s.person for s in samples], seed)
+    n_test = max(1, round(len(rank) * test_fraction))
+    return [s._replace(split="test") if rank[s.person] < n_test else s for s in samples]
 
 
 def _seeded(samples: List[Sample], data: DataConfig, seed: int) -> List[Sample]:
-    split = seeded_split([s.image.name for s in samples], data.val_fraction, data.test_fraction, seed)
+    split = seeded_split([s.image.name for s in samples], [s.person for s in samples], data.val_fraction,
+                         data.test_fraction, seed)
     return [s._replace(split=split[s.image.name]) for s in samples]
 
 
@@ -151,16 +179,24 @@ CHASE_LAYOUT = "CHASE_DB1: one folder of Image_NN{L,R}.jpg with Image_NN{L,R}_1s
 
 
 def chase_db1(data: DataConfig, seed: int) -> List[Sample]:
-    """Conventional split: the first 20 images (patients 1-10) train, the last 8 (patients 11-14) test."""
+    """Conventional split: the first 20 images (patients 1-10) train, the last 8 (patients 11-14) test.
+    Image_NNL and Image_NNR are the left and right eye of child NN: its patient (validation takes whole
+    children from the training ones)."""
     root = Path(data.root)
     if not root.is_dir():
         raise LayoutError(f"data.root '{root}' is not a folder (expected {CHASE_LAYOUT})")
     images = _files(root, r"Image_\d+[LR]\.jpg", CHASE_LAYOUT)
     samples = []
     for index, image in enumerate(images):
-        mask = _require(_find(root, f"{_stem(image)}_1stHO"), "Image_NNX_1stHO.png (1st observer)", image)
+        stem = image_stem(image)
+        mask = _require(_find(root, f"{stem}_1stHO"), "Image_NNX_1stHO.png (1st observer)", image)
         samples.append(Sample(image, (mask,), None, "train" if index < data.official_train_count else "test",
-                              second=_find(root, f"{_stem(image)}_2ndHO")))
+                              second=_find(root, f"{stem}_2ndHO"), patient=f"child {stem[len('Image_'):-1]}"))
+    patients = {split: {s.patient for s in samples if s.split == split} for split in ("train", "test")}
+    both = sorted(patients["train"] & patients["test"])
+    if both:
+        raise ConfigError(f"data.official_train_count={data.official_train_count} is invalid: expected an even "
+                          f"count, so that both eyes of a child share a split ({both[0]} would train and test)")
     return _with_validation(samples, data, seed)
 
 
@@ -171,7 +207,7 @@ def stare(data: DataConfig, seed: int) -> List[Sample]:
     root = Path(data.root)
     images = _files(_require_dir(root, "stare-images", STARE_LAYOUT), r"im\d+\.p[bgpn]m(\.gz)?", STARE_LAYOUT)
     _require_dir(root, "labels-ah", STARE_LAYOUT)
-    samples = [Sample(image, (_require(_find(root / "labels-ah", f"{_stem(image)}.ah"),
+    samples = [Sample(image, (_require(_find(root / "labels-ah", f"{image_stem(image)}.ah"),
                                        "labels-ah/imNNNN.ah.ppm|.pgm (Netpbm, optionally .gz)", image),), None,
                       "train") for image in images]
     return _seeded(samples, data, seed)
@@ -186,7 +222,7 @@ def hrf(data: DataConfig, seed: int) -> List[Sample]:
     images = _files(_require_dir(root, "images", HRF_LAYOUT), r"\d+_(dr|g|h)\.jpe?g", HRF_LAYOUT)
     samples = []
     for image in images:
-        stem = _stem(image)
+        stem = image_stem(image)
         mask = _require(_find(_require_dir(root, "manual1", HRF_LAYOUT), stem), "manual1/NN_x.tif", image)
         fov = _require(_find(_require_dir(root, "mask", HRF_LAYOUT), f"{stem}_mask"), "mask/NN_x_mask.tif", image)
         samples.append(Sample(image, (mask,), fov, "train", subgroup=HRF_SUBGROUPS[stem.split("_")[-1].lower()]))
@@ -215,11 +251,12 @@ def idrid(data: DataConfig, seed: int) -> List[Sample]:
         images = _require_dir(root, f"1. Original Images/{part}", IDRID_LAYOUT)
         truths = _require_dir(root, f"2. All Segmentation Groundtruths/{part}", IDRID_LAYOUT)
         for image in _files(images, r"IDRiD_\d+\.jpe?g", IDRID_LAYOUT):
-            masks = tuple(_find(truths / IDRID_LESIONS[name], f"{_stem(image)}_{name}") for name in data.lesion_types)
-            if not any(masks) and not any(_find(truths / lesion, f"{_stem(image)}_{code}")
+            stem = image_stem(image)
+            masks = tuple(_find(truths / IDRID_LESIONS[name], f"{stem}_{name}") for name in data.lesion_types)
+            if not any(masks) and not any(_find(truths / lesion, f"{stem}_{code}")
                                           for code, lesion in IDRID_LESIONS.items()):
                 raise LayoutError(f"{image}: no ground truth file for any lesion type under '{truths}' "
-                                  f"(expected at least one <N. Lesion>/{_stem(image)}_<code>.tif)")
+                                  f"(expected at least one <N. Lesion>/{stem}_<code>.tif)")
             samples.append(Sample(image, masks, None, split))
     for channel, name in enumerate(data.lesion_types):
         if all(s.masks[channel] is None for s in samples):
@@ -244,8 +281,8 @@ def fives(data: DataConfig, seed: int) -> List[Sample]:
         originals = _require_dir(root, f"{split}/Original", FIVES_LAYOUT)
         truths = _require_dir(root, f"{split}/Ground truth", FIVES_LAYOUT)
         for image in _files(originals, r"\d+_[A-Z]\.png", FIVES_LAYOUT):
-            mask = _require(_find(truths, _stem(image)), "Ground truth/<same name>.png", image)
-            samples.append(Sample(image, (mask,), None, split, subgroup=FIVES_SUBGROUPS[_stem(image)[-1]]))
+            mask = _require(_find(truths, image_stem(image)), "Ground truth/<same name>.png", image)
+            samples.append(Sample(image, (mask,), None, split, subgroup=FIVES_SUBGROUPS[image_stem(image)[-1]]))
     return _with_validation(samples, data, seed)
 
 
@@ -257,8 +294,8 @@ def folder(data: DataConfig, seed: int) -> List[Sample]:
     root = Path(data.root)
     images = _files(_require_dir(root, "images", FOLDER_LAYOUT), r".+", FOLDER_LAYOUT)
     masks = _require_dir(root, "masks", FOLDER_LAYOUT)
-    samples = [Sample(image, (_require(_find(masks, _stem(image)), f"mask in '{masks}' with the same name", image),),
-                      _find(root / "fov", _stem(image)), "train") for image in images]
+    samples = [Sample(image, (_require(_find(masks, image_stem(image)), f"mask in '{masks}' with the same name",
+                                       image),), _find(root / "fov", image_stem(image)), "train") for image in images]
     return _seeded(samples, data, seed)
 
 

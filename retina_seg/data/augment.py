@@ -1,4 +1,5 @@
-"""Albumentations pipelines built from YAML: the config lists the transforms, Hydra instantiates them."""
+"""Albumentations pipelines built from YAML: the config lists the transforms, Hydra instantiates them (only
+albumentations transforms: `config.AugmentationConfig` refuses any other `_target_` when the config is validated)."""
 
 from __future__ import annotations
 

@@ -124,18 +124,21 @@ def _pad_to(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def validation_set(arrays: Arrays, size: int, windows: int | None, foreground_share: float, seed: int,
-                   class_shares: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   class_shares: Sequence[float] | None = None,
+                   multiple: int = PAD_MULTIPLE) -> tuple[np.ndarray, np.ndarray]:
     """The images that steer training (best epoch, learning-rate schedule, early stop), drawn once: uint8
     (N, H, W, 3) images and (N, H, W, C) masks. `windows` size x size crops, centred like training patches
     (foreground share or class shares, without augmentation) and seeded, cycling through the images; with
-    `windows` None, every whole image zero-padded to a common size that divides by 32."""
+    `windows` None, every whole image zero-padded to a common size that divides by `multiple` (the
+    architecture's: a PSPNet trained on image_size images resized, image_size a multiple of 48, gets them
+    unpadded)."""
     if windows is not None:
         maker = ExampleMaker(arrays, size, True, foreground_share, None, seed, class_shares)
         crops = [maker(draw % len(arrays), draw) for draw in range(windows)]
         return np.stack([c[0] for c in crops]), np.stack([c[1] for c in crops])
     height = max(i.shape[0] for i in arrays.images)
     width = max(i.shape[1] for i in arrays.images)
-    height, width = height + -height % PAD_MULTIPLE, width + -width % PAD_MULTIPLE
+    height, width = height + -height % multiple, width + -width % multiple
     return (np.stack([_pad_to(image, height, width) for image in arrays.images]),
             np.stack([_pad_to(masks, height, width) for masks in arrays.masks]))
 

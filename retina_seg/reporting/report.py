@@ -21,6 +21,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from retina_seg.config import compose_tree
+from retina_seg.data.loading import SPLITS
 from retina_seg.tracking import artifacts
 from retina_seg.tracking.runs import flatten
 
@@ -77,8 +78,11 @@ def metrics_table(staging: Path) -> pd.DataFrame:
 
 
 def split_table(split: dict) -> pd.DataFrame:
-    return pd.DataFrame([{"split": name, "images": len(stems), "stems": " ".join(stems)}
-                         for name, stems in split.items()])
+    """Images per split; and patients per split where the dataset names them (split.json's `patients`)."""
+    patients = split.get("patients", {})
+    return pd.DataFrame([{"split": name, "images": len(split[name]),
+                          **({"patients": len({patients[s] for s in split[name]})} if patients else {}),
+                          "stems": " ".join(split[name])} for name in SPLITS])
 
 
 def run_sections(staging: Path, cfg: DictConfig) -> List[Section]:
@@ -128,14 +132,15 @@ def cv_sections(staging: Path, cfg: DictConfig) -> List[Section]:
     stats = folds.drop(columns=["fold", "run_id", *[c for c in folds if c.startswith("n_")]])
     summary = pd.DataFrame([{"metric": c, "mean over folds": stats[c].mean(), "sd over folds": stats[c].std(ddof=1)}
                             for c in stats]).round(4)
-    splits = pd.DataFrame([{"fold": k, **{f"n_{name}": len(stems) for name, stems in split.items()},
+    splits = pd.DataFrame([{"fold": k, **{f"n_{name}": len(split[name]) for name in SPLITS},
                             f"held-out ({record['held_out_fold_is']})": " ".join(split[record["held_out_fold_is"]])}
                            for k, split in enumerate(record["splits"])])
     joint = ("the folds' averaged probabilities (ensemble) on the official test split" if record["official_test"]
              else "out-of-fold: every image scored by the one fold model that never saw it")
     sections = [Section("Config that differs from the defaults", table=config_changes(cfg)),
-                Section("Folds", f"{record['folds']} folds, seed {record['seed']}, stratified by subgroup where "
-                        "the dataset has one; full lists in cv_split.json.", table=splits),
+                Section("Folds", f"{record['folds']} folds, seed {record['seed']}, a patient's images in one fold, "
+                        "stratified by subgroup where the dataset has one; full lists in cv_split.json.",
+                        table=splits),
                 Section("Test metrics per fold", "All columns in folds.csv.", table=fold_columns(folds)),
                 Section("Mean and sd over folds", table=summary),
                 Section("Test metrics of the folds together", f"Computed {joint}; mean ± sd over images.",

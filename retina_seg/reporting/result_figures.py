@@ -1,8 +1,9 @@
 """Figures of a test result for the report: pooled ROC and PR curves, and error maps of the best and worst images.
 
 Error maps colour every field-of-view pixel the model got wrong or right in three Okabe-Ito colours
-that stay distinct with the common colour-vision deficiencies: true positive blue, false positive
-vermillion, false negative yellow, over the dimmed grey image (lesion models: all channels merged).
+that stay distinct with the common colour-vision deficiencies (figures.ERROR_COLOURS): true positive bluish
+green, false positive vermillion, false negative sky blue, over the dimmed grey image (lesion models: all
+channels merged).
 """
 
 from __future__ import annotations

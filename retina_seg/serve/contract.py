@@ -34,7 +34,7 @@ from retina_seg.data.loading import DataError, decode_image
 from retina_seg.serve.exchange import BAD_SIZE, NOT_AN_IMAGE, TOO_LARGE, TRUNCATED
 
 IMAGE = "image"
-TRUST = "trust_model"  # model config key: allow code-carrying Lambda layers (the rest are ServeConfig's limits)
+TRUST = "trust_model"  # model config key: rebuild unknown model JSON objects (the rest are ServeConfig's limits)
 
 
 class RequestError(MlflowException):

@@ -4,7 +4,8 @@ It holds the run's own files (`<BACKBONE>_Retinal.json/.h5` weights without opti
 `config.yaml`, `metrics/summary.json`) and rebuilds from them the same Segmenter that `predict`
 uses, so `mlflow models serve -m runs:/<id>/model` answers with `predict`'s masks. The request
 contract is in `contract.py`. Model config (overridable at load time, e.g. `SERVING_MODEL_CONFIG`):
-`trust_model` (allow code-carrying Lambda layers) and the request limits of `serve` in the run's config.
+`trust_model` (rebuild model JSON objects retina-seg never writes) and the request limits of `serve` in
+the run's config.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from retina_seg.config import Mode, PromoteConfig
 from retina_seg.errors import UserError
 from retina_seg.tracking import artifacts
+from retina_seg.tracking.runs import filter_string
 
 
 class PromoteError(UserError):
@@ -28,11 +29,17 @@ class Promotion:
 
 def best_run(client: MlflowClient, config: PromoteConfig) -> tuple[Run, float]:
     """The finished run of the sweep with the best `metric` (runs without it, or without a logged model, are
-    not candidates)."""
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    runs = client.search_runs(experiments, f"tags.sweep_id = '{config.sweep}'", max_results=5000) if experiments else []
+    not candidates), searched in `tracking.experiment` only: a sweep id is the date-time name of a folder, so
+    two users' sweeps on a shared server can carry the same one."""
+    experiment = client.get_experiment_by_name(config.tracking.experiment)
+    if experiment is None:
+        raise PromoteError(f"tracking.experiment={config.tracking.experiment!r} does not exist in "
+                           f"{config.tracking.uri}")
+    runs = client.search_runs([experiment.experiment_id], f"tags.sweep_id = {filter_string(config.sweep, 'sweep')}",
+                              max_results=5000)
     if not runs:
-        raise PromoteError(f"sweep={config.sweep!r}: no run carries this sweep id in {config.tracking.uri}")
+        raise PromoteError(f"sweep={config.sweep!r}: no run carries this sweep id in experiment "
+                           f"{config.tracking.experiment!r} of {config.tracking.uri}")
     candidates = [r for r in runs if r.info.status == "FINISHED"
                   and math.isfinite(r.data.metrics.get(config.metric, math.nan))
                   and r.outputs is not None and r.outputs.model_outputs]  # MLflow 3: models are run outputs

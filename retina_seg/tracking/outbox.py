@@ -1,12 +1,14 @@
 """Logging that outlives a tracking-server outage.
 
 Each HTTP request of the MLflow client retries with exponential backoff for about
-`tracking.outage_limit_seconds` (MLflow's own retries, configured here), so a server restart only
-delays logging. Epoch metrics are sent from a background thread, so training never waits for the
-server. When a request still fails after that time, the server is taken as lost for this run: from
-then on metrics go to `<job>/offline/metrics.csv`, the model is saved to `<job>/offline/model`, the
-artifacts stay in `<job>/artifacts`, and the job ends with ServerLost, which names the folder and the
-`python -m retina_seg.upload` command that finishes the run later.
+`tracking.outage_limit_seconds` (MLflow's own retries, set once per job by `use_outage_limit`), so a
+server restart only delays logging. Epoch metrics are sent from a background thread, so training never
+waits for the server. When a request still fails after that time, the server is taken as lost for this
+run: from then on metrics go to `<job>/offline/metrics.csv`, the model is saved to `<job>/offline/model`,
+the artifacts stay in `<job>/artifacts`, and the job ends with ServerLost, which names the folder and the
+`python -m retina_seg.upload` command that finishes the run later. A server that answers but refuses a
+batch of metrics (a revoked permission, a deleted run) is reported once, with its reason, and that batch
+and every later one are kept in the same file, so nothing is lost; the job ends with ServerLost as well.
 """
 
 from __future__ import annotations
@@ -62,8 +64,16 @@ def unreachable(exc: BaseException) -> bool:
     return isinstance(exc, OSError)
 
 
+def use_outage_limit(cfg: TrackingConfig) -> None:
+    """Make every MLflow request of this process retry for `cfg.outage_limit_seconds`. MLflow reads these
+    settings from the environment on each request, so this is called once per job before any of its threads
+    starts (the heartbeat and metric threads read the environment on every request they make)."""
+    os.environ.update(retry_settings(cfg.outage_limit_seconds))
+
+
 class ServerLost(RuntimeError):
-    """The server stayed unreachable past the outage limit; the message says where the run's files are."""
+    """The server stayed unreachable past the outage limit, or refused the run's metrics; the message says where
+    the run's files are."""
 
 
 class Outbox:
@@ -71,12 +81,12 @@ class Outbox:
     the local folder `<workdir>/offline` (plus the staged artifacts) once it has been lost."""
 
     def __init__(self, cfg: TrackingConfig, run_id: str, workdir: Path):
-        os.environ.update(retry_settings(cfg.outage_limit_seconds))
         self.cfg, self.run_id, self.workdir = cfg, run_id, workdir
         self.offline = workdir / "offline"
         self.client = MlflowClient(cfg.uri)
-        self.lost: str | None = None
-        self._failure: BaseException | None = None
+        self.lost: str | None = None  # why the server counts as lost (set once, by either thread)
+        self.refused: str | None = None  # why it refused metrics (set once, by the metric thread)
+        self._lock = threading.Lock()
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._send_metrics, name="mlflow-metrics", daemon=True)
         self._thread.start()
@@ -88,16 +98,16 @@ class Outbox:
 
     def _send_metrics(self) -> None:
         while (batch := self._queue.get()) is not None:
-            if self.lost is None and self._failure is None:
+            if self.lost is None and self.refused is None:
                 try:
                     self.client.log_batch(self.run_id, metrics=batch)
-                except Exception as exc:  # noqa: BLE001 - judged by unreachable(); others surface in close()
+                    continue
+                except Exception as exc:  # noqa: BLE001 - judged by unreachable(); kept locally either way
                     if unreachable(exc):
                         self._lose(exc)
                     else:
-                        self._failure = exc
-            if self.lost is not None:
-                self._keep(batch)
+                        self._refuse(exc)
+            self._keep(batch)
 
     def _keep(self, batch: List[Metric]) -> None:
         path = self.offline / METRICS_FILE
@@ -109,11 +119,20 @@ class Outbox:
             writer.writerows([m.key, m.value, m.step, m.timestamp] for m in batch)
 
     def _lose(self, exc: BaseException) -> None:
-        if self.lost is None:
+        with self._lock:  # the main thread's logging calls and the metric thread both get here
+            if self.lost is not None:
+                return
             self.offline.mkdir(parents=True, exist_ok=True)
-            self.lost = str(exc).splitlines()[0][:300]
-            log.error("tracking server %s unreachable for %g s (%s): keeping this run's files in %s",
-                      self.cfg.uri, self.cfg.outage_limit_seconds, self.lost, self.offline)
+            self.lost = _reason(exc)
+        log.error("tracking server %s unreachable for %g s (%s): keeping this run's files in %s",
+                  self.cfg.uri, self.cfg.outage_limit_seconds, self.lost, self.offline)
+
+    def _refuse(self, exc: BaseException) -> None:
+        with self._lock:
+            self.offline.mkdir(parents=True, exist_ok=True)
+            self.refused = _reason(exc)
+        log.error("tracking server %s refused metrics of run %s (%s): keeping them and every later metric in %s",
+                  self.cfg.uri, self.run_id, self.refused, self.offline / METRICS_FILE)
 
     def _send(self, send: Callable[[], object]) -> bool:
         """Run a main-thread logging call; False (and the server counted as lost) if it could not reach it."""
@@ -159,14 +178,22 @@ class Outbox:
         self._thread.join()
 
     def close(self) -> None:
-        """Wait until every queued metric is sent or kept; raise ServerLost when the server was lost."""
+        """Wait until every queued metric is sent or kept; raise ServerLost when the server was lost or refused
+        metrics (they wait in the job folder for `retina_seg.upload`)."""
         self._drain()
-        if self._failure is not None:
-            raise self._failure
+        if self.lost is None and self.refused is None:
+            return
+        (self.offline / RUN_FILE).write_text(json.dumps({"run_id": self.run_id, "tracking_uri": self.cfg.uri},
+                                                        indent=1))
+        upload = f"`python -m retina_seg.upload folder={self.workdir}`"
         if self.lost is not None:
-            (self.offline / RUN_FILE).write_text(json.dumps({"run_id": self.run_id, "tracking_uri": self.cfg.uri},
-                                                            indent=1))
             raise ServerLost(f"tracking server {self.cfg.uri} unreachable for more than "
                              f"{self.cfg.outage_limit_seconds:g} s: run {self.run_id} kept its metrics and artifacts "
-                             f"in {self.workdir}; upload them with `python -m retina_seg.upload "
-                             f"folder={self.workdir}`")
+                             f"in {self.workdir}; upload them with {upload}")
+        raise ServerLost(f"tracking server {self.cfg.uri} refused metrics of run {self.run_id} ({self.refused}): "
+                         f"they are kept in {self.offline / METRICS_FILE}; once that is fixed, upload them with "
+                         f"{upload}")
+
+
+def _reason(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]

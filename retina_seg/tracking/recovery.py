@@ -10,7 +10,6 @@ heartbeat is older than `stale_minutes` is.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import tempfile
 import time
@@ -22,22 +21,12 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from retina_seg.config import Config, ConfigError, validate
+from retina_seg.config import Config, ConfigError, read_run_config, validate
 from retina_seg.tracking import artifacts
-from retina_seg.tracking.runs import check_tracking, process_started
+from retina_seg.tracking.runs import check_tracking, still_running
 
 log = logging.getLogger(__name__)
 RESUMABLE = ("KILLED", "FAILED")
-
-
-def _alive(pid: int, started: str) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by another user
-        pass
-    return not started or process_started(pid) in ("", started)
 
 
 def reconcile(client: MlflowClient, experiment_ids: List[str], stale_minutes: float | None) -> List[str]:
@@ -47,7 +36,7 @@ def reconcile(client: MlflowClient, experiment_ids: List[str], stale_minutes: fl
     for run in client.search_runs(experiment_ids, "attributes.status = 'RUNNING'", max_results=10000):
         tags = run.data.tags
         if tags.get("host") == host and "pid" in tags:
-            if _alive(int(tags["pid"]), tags.get("pid_started", "")):
+            if still_running(int(tags["pid"]), tags.get("pid_started", "")):
                 continue
             reason = f"process {tags['pid']} on {host} is gone"
         elif stale_minutes is not None:
@@ -76,15 +65,19 @@ def resumed_config(cfg: DictConfig, overrides: List[str]) -> DictConfig:
     if run.info.status not in RESUMABLE:
         raise ConfigError(f"resume={run_id}: the run is {run.info.status}; only KILLED or FAILED runs can be resumed "
                           "(a RUNNING run whose process died: python -m retina_seg.reconcile)")
-    with tempfile.TemporaryDirectory() as folder:
-        trained = OmegaConf.load(client.download_artifacts(run_id, artifacts.CONFIG, folder))
-    changes = [o.lstrip("+") for o in overrides if not o.startswith(("resume=", "hydra.", "~"))]
-    groups = [o for o in changes if isinstance(trained.get(o.split("=", 1)[0]), DictConfig)]
-    if groups:
-        raise ConfigError(f"resume={run_id}: {groups[0]} selects a config group; a resumed run keeps its model and "
-                          "data, only key=value overrides apply (e.g. trainer.epochs=40)")
-    merged = OmegaConf.merge(OmegaConf.structured(Config), trained, OmegaConf.from_dotlist(changes))
-    merged.tracking, merged.resume = cfg.tracking, run_id
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            trained = read_run_config(Path(client.download_artifacts(run_id, artifacts.CONFIG, folder)))
+        changes = [o.lstrip("+") for o in overrides if not o.startswith(("resume=", "hydra.", "~"))]
+        groups = [o for o in changes if isinstance(trained.get(o.split("=", 1)[0]), DictConfig)]
+        if groups:
+            raise ConfigError(f"{groups[0]} selects a config group; a resumed run keeps its model and data, only "
+                              "key=value overrides apply (e.g. trainer.epochs=40)")
+        merged = OmegaConf.merge(OmegaConf.structured(Config), trained, OmegaConf.from_dotlist(changes))
+        merged.tracking, merged.resume = cfg.tracking, run_id
+        validate(merged)  # the stored config is checked before anything is built from it
+    except ConfigError as exc:
+        raise ConfigError(f"resume={run_id}: {exc}") from None
     return merged
 
 

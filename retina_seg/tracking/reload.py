@@ -1,7 +1,9 @@
 """Rebuild a trained model from its two artifacts: `<BACKBONE>_Retinal.json` (architecture) + `.h5` (weights).
 
-A model's JSON can carry code (Keras `Lambda` layers hold marshalled Python bytecode), so JSON
-from elsewhere is refused when it contains such layers unless the caller trusts it.
+A model's JSON can carry code (it names modules to import and classes to build; `Lambda` layers hold
+marshalled Python bytecode), so a JSON is rebuilt only when everything in it is what retina-seg's own
+architectures produce (model/known_layers.py), unless the caller trusts it (`trust_model=true`); the run's
+`config.yaml` is read as data (config.read_run_config) and validated before any model is built.
 """
 
 from __future__ import annotations
@@ -24,23 +26,25 @@ from tf_keras.src.saving.serialization_lib import SafeModeScope
 from retina_seg.config import (
     CONF_DIR,
     Config,
+    ConfigError,
     InferenceConfig,
     Rescale,
     Sampling,
     describe_inference,
     inference_in_force,
+    read_run_config,
     validate,
 )
 from retina_seg.errors import UserError
 from retina_seg.inference.ensemble import EnsemblePredictor
 from retina_seg.inference.predictor import Predictor
 from retina_seg.inference.segmenter import Segmenter
+from retina_seg.model.known_layers import objects, unknown_objects
 from retina_seg.tracking import artifacts
 
 METRICS = str(Path(artifacts.SUMMARY).parent)  # the folder of metric files, downloaded with the model
 
 log = logging.getLogger(__name__)
-CODE_CARRYING_LAYERS = {"Lambda", "TFOpLambda", "SlicingOpLambda"}
 
 
 class ModelSourceError(UserError):
@@ -92,16 +96,16 @@ def load_logged_model(source: str, tracking_uri: str | None, trust: bool = False
     if folder.is_dir():
         members = sorted((folder / artifacts.FOLDS).iterdir(), key=lambda f: int(f.name.removeprefix("fold"))) if (
             folder / artifacts.FOLDS).is_dir() else [folder]
-        return LoggedModel([_build(*_find_pair(member), trust=trust) for member in members],
-                           *_config_and_thresholds(folder, fallback), None)
+        known = _config_and_thresholds(folder, fallback)  # checked before any model is built
+        return LoggedModel([_build(*_find_pair(member), trust=trust) for member in members], *known, None)
     tracking_uri = tracking_uri or default_tracking_uri()
     client = MlflowClient(tracking_uri)
     run = find_run(client, source, tracking_uri)
     if "cv_folds" in run.data.tags:
         return _load_folds(client, run, trust)
     with _downloaded(client, run, (".json", ".h5", artifacts.CONFIG, METRICS)) as folder:
-        return LoggedModel([_build(*_find_pair(folder), trust=trust)], *_config_and_thresholds(folder, fallback),
-                           run.info.experiment_id)
+        known = _config_and_thresholds(folder, fallback)
+        return LoggedModel([_build(*_find_pair(folder), trust=trust)], *known, run.info.experiment_id)
 
 
 def _load_folds(client: MlflowClient, parent, trust: bool) -> LoggedModel:
@@ -114,18 +118,22 @@ def _load_folds(client: MlflowClient, parent, trust: bool) -> LoggedModel:
     if len(folds) != expected:
         raise ModelSourceError(f"cross-validation run {parent_id} has {len(folds)} finished fold runs, "
                                f"expected {expected}")
+    with _downloaded(client, parent, (artifacts.CONFIG, METRICS), require_model=False) as folder:
+        known = _config_and_thresholds(folder, None)
     models = []
     for fold in folds:
         with _downloaded(client, fold, (".json", ".h5")) as folder:
             models.append(_build(*_find_pair(folder), trust=trust))
-    with _downloaded(client, parent, (artifacts.CONFIG, METRICS), require_model=False) as folder:
-        return LoggedModel(models, *_config_and_thresholds(folder, None), parent.info.experiment_id)
+    return LoggedModel(models, *known, parent.info.experiment_id)
 
 
 def _config_and_thresholds(folder: Path, fallback: Config | None) -> tuple[Config, dict, float | None]:
     """The run's config, its validation thresholds and its training FOV width, from its files."""
     if (folder / artifacts.CONFIG).is_file():
-        config = validate(OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(folder / artifacts.CONFIG)))
+        try:
+            config = validate(OmegaConf.merge(OmegaConf.structured(Config), read_run_config(folder / artifacts.CONFIG)))
+        except ConfigError as exc:
+            raise ModelSourceError(f"{folder / artifacts.CONFIG}: {exc}") from None
     elif fallback is not None:
         log.warning("%s has no config.yaml: assuming image_size=%d, sampling=%s and the command line's "
                     "preprocessing", folder, fallback.image_size, fallback.data.sampling.value)
@@ -158,32 +166,24 @@ def load_segmenter(source: str | Path, tracking_uri: str | None = None, trust: b
                      settings.fov_mask, logged.fov_width if rescaling else None)
 
 
-def refuse_code(architecture: dict, path: Path) -> None:
-    """Raise if the architecture contains layers that execute code when deserialised."""
-    found = set()
-
-    def walk(node):
-        if isinstance(node, dict):
-            if node.get("class_name") in CODE_CARRYING_LAYERS:
-                found.add(node["class_name"])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(architecture)
+def refuse_unknown(architecture: dict, path: Path) -> None:
+    """Raise unless every object in the model JSON `architecture` is one retina-seg's own models contain (see
+    model/known_layers.py): anything else can import modules or run code when it is deserialised."""
+    found = unknown_objects(architecture)
     if found:
-        raise ModelSourceError(f"{path}: contains {sorted(found)} layers, which run arbitrary code when loaded; "
-                               "load it only if you trust its origin (trust_model=true)")
+        raise ModelSourceError(f"{path}: contains {found}, which no retina-seg architecture produces (a model JSON "
+                               "can run code when loaded); load it only if you trust its origin (trust_model=true)")
 
 
 def _build(architecture: Path, weights: Path, trust: bool) -> tf.keras.Model:
     text = architecture.read_text()
+    parsed = json.loads(text)
     if not trust:
-        refuse_code(json.loads(text), architecture)
-    # tf-keras has its own Lambda guard; a trusted model lifts it (SafeModeScope has no public alias in 2.21)
-    with SafeModeScope(not trust):
+        refuse_unknown(parsed, architecture)
+    # tf-keras' own guard refuses every Lambda: it stays on unless the model is trusted or its Lambda layers passed
+    # the allow-list (SafeModeScope has no public alias in 2.21)
+    lambdas = any(node["class_name"] == "Lambda" for node in objects(parsed))
+    with SafeModeScope(not trust and not lambdas):
         model = tf.keras.models.model_from_json(text)
     try:
         model.load_weights(str(weights))

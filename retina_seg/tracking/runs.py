@@ -78,7 +78,8 @@ def schema_lock(uri: str) -> Iterator[None]:
 
 def check_tracking(cfg: TrackingConfig) -> None:
     """Fail in seconds, with one line, when the tracking store cannot be used (no retries here); a new
-    SQLite store gets its tables here, under the schema lock."""
+    SQLite store gets its tables here, under the schema lock. Called before a job starts any thread: it sets
+    MLflow's retry settings in the environment for its one request."""
     database = sqlite_path(cfg.uri)
     if database is not None:
         if not database.parent.is_dir():
@@ -175,6 +176,16 @@ def run_params(config: Config, resolved: Mapping) -> Dict[str, str]:
     return {**params, "trainer.monitor": config.trainer.monitor}  # the one in force (null: the task's score)
 
 
+def filter_string(value: str, key: str) -> str:
+    """`value` as a string literal in an MLflow search filter. MLflow's filter syntax has no escape inside
+    quotes, so it is quoted with the quote it does not contain; a value holding both cannot be searched for."""
+    for quote in ("'", '"'):
+        if quote not in value:
+            return f"{quote}{value}{quote}"
+    raise ConfigError(f"{key}={value!r} cannot be searched for: MLflow filters cannot quote a value holding both "
+                      "' and \"")
+
+
 def log_dataset(name: str, root: str, names_by_split: Mapping[str, list]) -> None:
     """Record the data a run used as an MLflow dataset input (the UI's Dataset column): its name, a digest
     of the image list with each image's split, and the split sizes as tags."""
@@ -193,6 +204,30 @@ def process_started(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
     except (OSError, IndexError):
         return ""
+
+
+def process_command(pid: int) -> str:
+    """The command line of process `pid`, arguments joined by spaces ('' if it does not exist or is unreadable)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def still_running(pid: int, started: str, command: str = "") -> bool:
+    """Whether process `pid` is still the one recorded with start time `started` (and command line `command`, if
+    given): the kernel hands a dead process's pid to the next process that starts, so a pid alone names a
+    stranger once its owner is gone. An empty record, or a /proc that cannot tell, trusts the pid."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        pass
+    for recorded, now in ((started, process_started), (command, process_command)):
+        if recorded and now(pid) not in ("", recorded):
+            return False
+    return True
 
 
 def owner_tags() -> dict:
@@ -220,6 +255,7 @@ def heartbeat(run_id: str, tracking_uri: str, seconds: float) -> Iterator[None]:
         yield
     finally:
         stop.set()
+        thread.join()  # a beat in flight ends within the outage limit; no thread outlives its run
 
 
 @contextmanager
@@ -282,12 +318,13 @@ def _close(run: mlflow.ActiveRun, staging: Path, status: str, reason: str) -> No
 
 
 def _forget(run: mlflow.ActiveRun) -> None:
-    """Leave a run whose server is lost without waiting for it again; `retina_seg.upload` finishes it."""
-    with _env(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="5"):
-        try:
-            mlflow.end_run("FAILED")  # reaches the server only if it is back; the upload marks it FINISHED
-        except Exception:  # noqa: BLE001 - the server is gone; the files are local
-            log.warning("run %s left unfinished on the server until its files are uploaded", run.info.run_id)
+    """Leave a run whose server is lost or refused its metrics; `retina_seg.upload` finishes it. Ending it tries
+    the server once more (within the outage limit: the environment is not changed here, where a parent run's
+    heartbeat may still be running)."""
+    try:
+        mlflow.end_run("FAILED")  # reaches the server only if it is back; the upload marks it FINISHED
+    except Exception:  # noqa: BLE001 - the server is gone; the files are local
+        log.warning("run %s left unfinished on the server until its files are uploaded", run.info.run_id)
 
 
 def log_staged(staging: Path) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 import numpy as np
 import pytest
 
-from retina_seg.config import validate
+from retina_seg.config import ConfigError, validate
+from retina_seg.data.folds import split_record
 from retina_seg.data.loading import DataError, list_samples, load_splits
 from tests import layouts
 from tests.conftest import SHARED_DATA, compose_config
@@ -65,6 +68,26 @@ def test_chase_db1_tests_on_the_last_eight_images_against_the_first_observer(tmp
     tests = sorted(s.image.name for s in samples if s.split == "test")
     assert tests == [f"Image_{p}{e}.jpg" for p in (11, 12, 13, 14) for e in "LR"]
     assert all(s.masks[0].name.endswith("_1stHO.png") and s.fov is None for s in samples)
+
+
+def test_chase_db1_splits_children_not_eyes(tmp_path):
+    """Image_NNL/Image_NNR are one child's eyes: with seed 42 children 04 and 05 each had one eye in training and
+    the other in validation (picking the epoch and the threshold)."""
+    root = layouts.chase_db1(tmp_path / "chase")
+    for seed in (42, *range(10)):
+        config = config_for("chase_db1", root, f"seed={seed}")
+        samples = list_samples(config.data, config.seed)
+        splits = defaultdict(set)
+        for sample in samples:
+            splits[sample.patient].add(sample.split)
+        assert sorted(splits) == [f"child {n:02d}" for n in range(1, 15)]
+        assert all(len(of_child) == 1 for of_child in splits.values()), splits
+        assert [sum(s.split == split for s in samples) for split in ("train", "val", "test")] == [16, 4, 8]
+    record = split_record(samples)
+    assert record["patients"]["Image_04L"] == record["patients"]["Image_04R"] == "child 04"
+    with pytest.raises(ConfigError, match=r"^data.official_train_count=21 is invalid: expected an even count, so that "
+                                          r"both eyes of a child share a split \(child 11 would train and test\)$"):
+        list_samples(config_for("chase_db1", root, "data.official_train_count=21").data, 0)
 
 
 def test_idrid_missing_lesion_file_is_an_empty_channel(tmp_path):

@@ -44,8 +44,14 @@ def test_official_test_split_stays_and_folds_divide_the_training_images(tmp_path
         split = fold_samples(samples, plan, fold, config.data.val_fraction, seed=1)
         assert {s.image.name for s in split if s.split == "test"} == official_test
         held_out += [s.image.name for s in split if s.split == "val"]
-        assert len(split_record(split)["val"]) == 4
+        record = split_record(split)
+        assert len(record["val"]) == 4  # both eyes of two children
+        assert {record["patients"][stem] for stem in record["val"]}.isdisjoint(
+            record["patients"][stem] for stem in record["train"])
     assert sorted(held_out) == sorted(plan.fold_of)
+    with pytest.raises(ConfigError, match=r"cv.folds=11 is invalid: expected at most 10, the number of patients in "
+                                          r"the official training images of data=chase_db1"):
+        plan_folds(samples, "chase_db1", 11, seed=1)
 
 
 def test_too_many_folds_and_a_fold_count_of_one_are_refused(tmp_path):

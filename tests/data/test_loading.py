@@ -20,11 +20,24 @@ def configs(tmp_path, *overrides):
 
 def test_seeded_split_is_disjoint_complete_and_repeatable():
     stems = [f"{i:02d}" for i in range(20)]
-    split = seeded_split(stems, 0.15, 0.2, seed=1)
+    split = seeded_split(stems, stems, 0.15, 0.2, seed=1)
     assert sorted(split) == stems
     assert [list(split.values()).count(s) for s in ("train", "val", "test")] == [13, 3, 4]
-    assert seeded_split(stems, 0.15, 0.2, seed=1) == split
-    assert seeded_split(stems, 0.15, 0.2, seed=2) != split
+    assert seeded_split(stems, stems, 0.15, 0.2, seed=1) == split
+    assert seeded_split(stems, stems, 0.15, 0.2, seed=2) != split
+    # one image per patient: the seeded shuffle of the images it was before patients were known, so the recorded
+    # results of such datasets (e.g. IDRiD's held-out test images) are reproduced by their seed
+    order = np.random.default_rng(1).permutation(20)
+    assert {stems[i] for i in order[:4]} == {k for k, v in split.items() if v == "test"}
+    assert {stems[i] for i in order[4:7]} == {k for k, v in split.items() if v == "val"}
+
+
+def test_seeded_split_deals_whole_patients():
+    stems = [f"{i:02d}{eye}" for i in range(10) for eye in "LR"]  # two eyes of each of ten patients
+    for seed in range(20):
+        split = seeded_split(stems, [stem[:2] for stem in stems], 0.2, 0.2, seed)
+        assert all(split[f"{i:02d}L"] == split[f"{i:02d}R"] for i in range(10))
+        assert [list(split.values()).count(s) for s in ("train", "val", "test")] == [12, 4, 4]  # patients counted
 
 
 def test_synthetic_splits_load_as_arrays(tmp_path):

@@ -101,6 +101,6 @@ def test_validation_windows_are_drawn_once_by_seed_and_centred_like_training_pat
     ("{_target_: albumentations.Sharpen2}", "albumentations.Sharpen2"),
 ])
 def test_transform_with_bad_arguments_names_its_position(transform, reason):
-    with pytest.raises(ConfigError, match=r"augmentation.transforms\[1\] .*" + reason):
+    with pytest.raises(ConfigError, match=r"augmentation.transforms\[1\][ .].*" + reason):
         augmentation(["augmentation=none",
                       f"+augmentation.transforms=[{{_target_: albumentations.VerticalFlip}}, {transform}]"])
