@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test ui lint bench serve clean postgres browser services server server-stop bench-server stress
+.PHONY: setup run test test-fast ui lint bench serve clean postgres browser services server server-stop bench-server stress
 
 setup: $(STAMP)
 
@@ -20,11 +20,14 @@ run: setup  ## train the default job on the built-in synthetic dataset, logged t
 test: setup postgres browser services  ## the suite, two test files at a time (pytest-xdist)
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
+test-fast: setup  ## the developer's loop: everything but the end-to-end tests marked slow (no system packages needed)
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow"
+
 ui: setup  ## browse runs at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
 lint: setup
-	$(BIN)/ruff check retina_seg tests
+	$(BIN)/ruff check retina_seg tests benchmarks
 
 bench: setup  ## input pipeline, inference modes, then served vs in-process inference on a CHASE_DB1 photograph
 	$(BIN)/python -m benchmarks.bench

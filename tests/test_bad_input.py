@@ -7,6 +7,8 @@ import pytest
 
 from tests.conftest import TINY, isolate, run_cli, runs_in
 
+pytestmark = pytest.mark.slow  # end-to-end: left out of make test-fast
+
 # one case per kind of failure (the other range checks are composed in process in test_config.py)
 CASES = {
     "unknown backbone": (["backbone=resnet35"], "Could not find 'backbone/resnet35'"),

@@ -6,7 +6,11 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from retina_seg.config import PROJECT_ROOT
+
+pytestmark = pytest.mark.slow  # end-to-end: left out of make test-fast
 
 
 def test_bench_reports_pipeline_and_training_throughput(tmp_path):

@@ -24,6 +24,8 @@ from retina_seg.tracking.reload import ModelSourceError, load_model
 from tests import layouts
 from tests.conftest import TINY, compose_config, isolate, run_cli
 
+pytestmark = pytest.mark.slow  # end-to-end: left out of make test-fast
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):

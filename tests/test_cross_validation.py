@@ -27,6 +27,8 @@ from retina_seg.tracking.reload import ModelSourceError, load_logged_model
 from tests import layouts
 from tests.conftest import TINY, compose_config, isolate, run_cli
 
+pytestmark = pytest.mark.slow  # end-to-end: left out of make test-fast
+
 STANDALONE = Path(__file__).parent / "serve" / "standalone.py"  # runs an export without retina-seg
 
 

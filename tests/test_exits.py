@@ -18,6 +18,8 @@ from retina_seg.data.loading import DataError
 from retina_seg.errors import INTERNAL_ERROR, SERVER_LOST, USER_ERROR
 from tests.conftest import default_sigint
 
+pytestmark = pytest.mark.slow  # end-to-end: left out of make test-fast
+
 QUIET = ["hydra/job_logging=none", "hydra/hydra_logging=none"]  # leave the test process's logging as it was
 
 

@@ -23,6 +23,8 @@ from retina_seg.config import PROJECT_ROOT
 from retina_seg.serve.viewer import FILES
 from tests.conftest import TINY
 
+pytestmark = pytest.mark.slow  # end-to-end: left out of make test-fast
+
 SCRIPTS = ["retina-seg-train", "retina-seg-evaluate", "retina-seg-predict", "retina-seg-compare", "retina-seg-promote",
            "retina-seg-export", "retina-seg-reconcile", "retina-seg-upload", "retina-seg-server", "retina-seg-serve",
            "retina-seg-serve-key"]

@@ -15,6 +15,8 @@ import pytest
 from tests.conftest import free_port, runs_in
 from tests.test_sweeps import SWEEP_TINY, multirun
 
+pytestmark = pytest.mark.slow  # end-to-end: left out of make test-fast
+
 
 def assert_two_finished_jobs(tmp_path: Path, done: subprocess.CompletedProcess) -> None:
     assert done.returncode == 0, done.stderr[-3000:]

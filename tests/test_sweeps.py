@@ -14,6 +14,8 @@ from retina_seg.compare import CompareError, compare
 from retina_seg.config import PROJECT_ROOT, validate
 from tests.conftest import TINY, isolate, run_cli, runs_in, unavailable
 
+pytestmark = pytest.mark.slow  # end-to-end: left out of make test-fast
+
 SWEEP_TINY = [t for t in TINY if not t.startswith("backbone")] + ["backbone=resnet18"]
 CROP_TOO_BIG = "{_target_:albumentations.RandomCrop,height:96,width:96}"
 
@@ -86,12 +88,12 @@ def test_optuna_search_records_trials_and_compare_reports_the_best(tmp_path):
     assert "Best value" in done.stdout + done.stderr
 
 
-def test_four_parallel_jobs_share_one_sqlite_store(tmp_path):
-    done = multirun(tmp_path, *SWEEP_TINY, "hydra/launcher=local_parallel", "hydra.launcher.n_jobs=4",
-                    "seed=1,2,3,4")
+def test_parallel_jobs_share_one_new_sqlite_store(tmp_path):
+    """Two jobs at once create and fill one store (the creation race itself: tests/tracking/test_store.py)."""
+    done = multirun(tmp_path, *SWEEP_TINY, "hydra/launcher=local_parallel", "hydra.launcher.n_jobs=2", "seed=1,2")
     assert done.returncode == 0, done.stderr[-3000:]
     runs = runs_in(tmp_path)
-    assert sorted(r.data.params["seed"] for r in runs) == ["1", "2", "3", "4"]
+    assert sorted(r.data.params["seed"] for r in runs) == ["1", "2"]
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     for run in runs:
         assert run.info.status == "FINISHED"

@@ -20,6 +20,8 @@ from retina_seg.run import run_job
 from retina_seg.tracking.reload import load_segmenter
 from tests.conftest import TINY, compose_config, isolate
 
+pytestmark = pytest.mark.slow  # end-to-end: left out of make test-fast
+
 
 @pytest.fixture(scope="module")
 def flipped(tmp_path_factory):

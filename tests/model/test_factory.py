@@ -40,7 +40,8 @@ def assert_json_is_known(model):
         assert unknown_objects(json.loads(architecture)) == []
 
 
-@pytest.mark.parametrize("backbone", BACKBONES)
+@pytest.mark.parametrize("backbone", [b if b == "resnet18" else pytest.param(b, marks=pytest.mark.slow)
+                                      for b in BACKBONES])  # make test-fast: the recipes' encoder only
 def test_every_backbone_builds_a_unet(backbone):
     _, model = build([f"backbone={backbone}", "image_size=64"])
     out = model.predict(np.random.default_rng(0).random((1, 64, 64, 3), dtype=np.float32), verbose=0)
@@ -49,6 +50,7 @@ def test_every_backbone_builds_a_unet(backbone):
     assert_json_is_known(model)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ARCHS)
 def test_every_arch_builds_with_three_lesion_channels(arch):
     config, model = build([f"arch={arch}", "backbone=resnet18", "image_size=96"], classes=3)
@@ -95,6 +97,7 @@ def test_per_channel_weights_weigh_lesion_pixels_in_bce_and_channels_in_dice():
     assert got == pytest.approx(bce + dice, rel=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", ["efficientnetb0", "vgg16", "densenet121", "mobilenetv2"])
 def test_backbone_normalization_is_the_encoders_own_preprocessing_inside_the_model(backbone):
     from segmentation_models import get_preprocessing

@@ -72,6 +72,7 @@ def test_the_float32_json_round_trips_through_a_mixed_policy():
     assert json.loads(at_precision(mixed, "32")) == json.loads(architecture)
 
 
+@pytest.mark.slow
 def test_float16_training_is_loss_scaled_and_finite():
     config, model = tiny(FP16)
     compile_model(model, config.trainer, config.loss, FP16)
@@ -94,6 +95,7 @@ def bf16_run(tmp_path_factory):
     return tmp, run_job(cfg, tmp / "work")
 
 
+@pytest.mark.slow
 def test_a_bfloat16_run_learns_logs_its_precision_and_writes_float32_json(bf16_run):
     tmp, result = bf16_run
     run = MlflowClient(f"sqlite:///{tmp}/mlflow.db").get_run(result.run_id)
@@ -122,6 +124,7 @@ for precision in ("32", "bf16-mixed"):
 """
 
 
+@pytest.mark.slow
 def test_a_bfloat16_model_reloads_in_a_fresh_process_in_float32_and_in_bfloat16(bf16_run, tmp_path):
     tmp, result = bf16_run
     image = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)

@@ -30,7 +30,9 @@ def test_error_map_paints_true_positives_false_positives_and_false_negatives_ins
     assert tuple(painted[0, 1]) == ERROR_COLOURS["false negative"]
     assert tuple(painted[0, 2]) == ERROR_COLOURS["false positive"]
     assert tuple(painted[1, 0]) == (100, 100, 100) and tuple(painted[1, 2]) == (100, 100, 100)  # TN; outside FOV
-    assert len(set(ERROR_COLOURS.values())) == 3
+    # the colours the docs name (Okabe-Ito): bluish green, vermillion, sky blue
+    assert ERROR_COLOURS == {"true positive": (0, 158, 115), "false positive": (213, 94, 0),
+                             "false negative": (86, 180, 233)}
 
 
 def test_examples_show_overlay_and_error_map_with_f1_and_keep_full_resolution_copies(tmp_path):

@@ -51,15 +51,31 @@ def test_paint_uses_one_colour_per_lesion_type():
     assert tuple(painted[0, 0]) == (90, 90, 90)
 
 
+def exudate_pixels(path):
+    """Pixels painted as exudate on the grey test image, in the left (ground truth) and right (prediction)
+    column of a lesion figure, above the legend at its foot (the legend carries the pure colour)."""
+    exudate = np.zeros((1, 1, 2), np.uint8)
+    exudate[..., 1] = 1
+    painted = paint(np.full((1, 1, 3), 90, np.uint8), exudate, CHANNELS)[0, 0].astype(int)
+    picture = np.round(mpimg.imread(path)[..., :3] * 255).astype(int)
+    panels = picture[: int(picture.shape[0] * 0.93)]
+    ex = (np.abs(panels - painted) <= 1).all(axis=-1)
+    half = ex.shape[1] // 2
+    return int(ex[:, :half].sum()), int(ex[:, half:].sum())
+
+
 def test_plot_lesions_writes_truth_beside_prediction(tmp_path):
     masks = lesion_masks()
     prob = masks.astype(np.float32) * 0.9
+    image = np.full((120, 160, 3), 90, np.uint8)
     path = tmp_path / "lesions" / "img.png"
-    plot_lesions(np.full((120, 160, 3), 90, np.uint8), masks, prob, CHANNELS, {"MA": 0.5, "EX": 0.5}, "img", path)
-    picture = mpimg.imread(path)
-    assert picture.shape[0] > 1000 and picture.shape[1] > 1000
-    colours = {tuple(np.round(p * 255).astype(int)) for p in picture[..., :3].reshape(-1, 3)[::7]}
-    assert CLASS_COLOURS["EX"] in colours  # the legend and the panels carry the exudate colour
+    plot_lesions(image, masks, prob, CHANNELS, {"MA": 0.5, "EX": 0.5}, "img", path)
+    assert mpimg.imread(path).shape[0] > 1000
+    truth, predicted = exudate_pixels(path)
+    assert truth > 1000 and predicted > 1000  # the 10 x 10 px cluster, painted in both columns, full and cropped
+    plot_lesions(image, masks, prob, CHANNELS, {"MA": 0.5, "EX": 0.95}, "img", path)  # 0.9 is below EX's threshold
+    truth_only, none = exudate_pixels(path)
+    assert truth_only == truth and none == 0
 
 
 def test_lesion_evaluation_writes_pooled_metrics_csv_and_figures(tmp_path):

@@ -24,6 +24,8 @@ import pytest
 from retina_seg.config import PROJECT_ROOT
 from tests.conftest import free_port, stop_group, system_program, wait_until_up
 
+pytestmark = pytest.mark.slow  # end-to-end: left out of make test-fast
+
 BIN = Path(sys.executable).parent
 EXAMPLE = PROJECT_ROOT / "deploy" / "nginx" / "retina-seg.conf"
 

@@ -33,6 +33,8 @@ from retina_seg.tracking import artifacts
 from tests.conftest import free_port, stop_group, system_program, wait_until_up
 from tests.serve.certificates import Certificates, make_certificates
 
+pytestmark = pytest.mark.slow  # end-to-end: left out of make test-fast
+
 BIN = Path(sys.executable).parent
 DEPLOY = PROJECT_ROOT / "deploy" / "prometheus"
 

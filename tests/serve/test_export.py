@@ -18,6 +18,8 @@ from retina_seg.serve.export import export_network
 from retina_seg.tracking.reload import load_logged_model
 from tests.conftest import isolate, run_cli
 
+pytestmark = pytest.mark.slow  # end-to-end: left out of make test-fast
+
 STANDALONE = Path(__file__).with_name("standalone.py")
 
 

@@ -19,6 +19,8 @@ from retina_seg.serve.registry import best_run
 from tests.conftest import TINY, compose_config, isolate, run_cli
 from tests.serve.conftest import SWEEP
 
+pytestmark = pytest.mark.slow  # end-to-end: left out of make test-fast
+
 
 def store(tmp):
     """The shared run's store and experiment, as the command line names them."""
@@ -33,7 +35,8 @@ def test_promote_registers_the_best_run_of_a_sweep_as_champion(logged, tmp_path)
                      {"sweep_id": SWEEP, "sweep_job": "1"})
     client = MlflowClient(uri)
     scores = {r: client.get_run(r).data.metrics["val_f1"] for r in (first.run_id, second.run_id)}
-    best = max(scores, key=scores.get)
+    best, other = sorted(scores, key=scores.get, reverse=True)
+    assert scores[best] > scores[other], scores  # two different scores: promote has a choice to get right
     for round_ in (1, 2):  # promoting again adds a version and moves the alias
         done = run_cli("retina_seg.promote", [f"sweep={SWEEP}", "metric=val_f1", *store(tmp)],
                        tmp_path / f"promote{round_}")
@@ -41,7 +44,7 @@ def test_promote_registers_the_best_run_of_a_sweep_as_champion(logged, tmp_path)
         assert f"version {round_} is run {best}" in done.stdout
     champion = client.get_model_version_by_alias("retina-seg", "champion")
     assert str(champion.version) == "2" and champion.run_id == best
-    assert float(champion.tags["val_f1"]) == scores[best] == max(scores.values())
+    assert float(champion.tags["val_f1"]) == scores[best]
 
     mlflow.set_tracking_uri(uri)
     photo = base64.b64encode((inputs / "colour.png").read_bytes()).decode()

@@ -30,6 +30,8 @@ from retina_seg.tracking.reload import ModelSourceError
 from tests.conftest import free_port, stop_group, wait_until_up
 from tests.serve.conftest import FORMATS
 
+pytestmark = pytest.mark.slow  # end-to-end: left out of make test-fast
+
 
 def predicted(tmp: Path, name: str, kind: str = "mask") -> np.ndarray:
     return cv2.imread(str(tmp / "predicted" / f"{name.split('.')[0]}_{kind}.png"), cv2.IMREAD_UNCHANGED)

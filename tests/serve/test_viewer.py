@@ -23,6 +23,8 @@ from retina_seg.tracking import artifacts
 from tests.conftest import TINY, compose_config, isolate, unavailable
 from tests.serve.viewer_screenshot import chromium, missing_browser, open_photograph, open_viewer, serving, wait_for
 
+pytestmark = pytest.mark.slow  # end-to-end: left out of make test-fast
+
 LESIONS = ["MA", "HE", "EX"]
 SIZE = (192, 160)  # width, height of the photograph the page is shown: big enough for regions, small to read back
 

@@ -26,6 +26,8 @@ from retina_seg.run import run_job
 from retina_seg.tracking.reload import ModelSourceError, load_logged_model, load_model
 from tests.conftest import TINY, compose_config, isolate
 
+pytestmark = pytest.mark.slow  # end-to-end: left out of make test-fast
+
 
 def stored_config(tmp_path, edit) -> str:
     """The config.yaml a tiny run stores (composed and resolved like `run` writes it), passed through `edit`."""
