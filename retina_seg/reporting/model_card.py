@@ -14,8 +14,9 @@ import pandas as pd
 
 from retina_seg.config import Config, Sampling, Task
 from retina_seg.data.adapters import IDRID_LESIONS
+from retina_seg.data.loading import SPLITS
 from retina_seg.reporting.datasets import facts
-from retina_seg.reporting.report import metrics_table
+from retina_seg.reporting.report import metrics_table, split_table
 from retina_seg.tracking import artifacts
 
 LESION_NAMES = {code: folder.split(". ", 1)[1].lower() for code, folder in IDRID_LESIONS.items()}
@@ -31,12 +32,10 @@ def segments(config: Config) -> str:
 def split_text(staging: Path) -> str:
     """The images of each split, or of each fold of a cross-validation parent."""
     if (staging / artifacts.SPLIT).is_file():
-        split = json.loads((staging / artifacts.SPLIT).read_text())
-        rows = pd.DataFrame([{"split": name, "images": len(stems), "used for": USE[name]}
-                             for name, stems in split.items()])
-        return rows.to_markdown(index=False)
+        rows = split_table(json.loads((staging / artifacts.SPLIT).read_text())).drop(columns="stems")
+        return rows.assign(**{"used for": rows["split"].map(USE)}).to_markdown(index=False)
     record = json.loads((staging / artifacts.CV_SPLIT).read_text())
-    rows = pd.DataFrame([{"fold": k, **{name: len(stems) for name, stems in split.items()}}
+    rows = pd.DataFrame([{"fold": k, **{name: len(split[name]) for name in SPLITS}}
                          for k, split in enumerate(record["splits"])])
     return (f"{record['folds']}-fold cross-validation (seed {record['seed']}): the model is the folds' ensemble, "
             f"each fold trained on its own split (images per split):\n\n{rows.to_markdown(index=False)}")
