@@ -3,7 +3,7 @@ tiny lesion model trained here. The page paints exactly the masks `/invocations`
 returned probabilities when a threshold slider moves (by keyboard), hides a class that is toggled off, shows
 a TIFF as the server read it, refuses a non-image file in one line, and forbids other origins; the API's
 rows carry the figures the page shows. Served with API keys, the page asks for the key once (by keyboard),
-keeps it for the tab only."""
+keeps it for the tab only, and links the model card, which needs no key."""
 
 from __future__ import annotations
 
@@ -157,6 +157,7 @@ def test_page_and_model_info_are_served_with_a_same_origin_policy(lesion_model, 
     assert info["colours"] == {c: hex_colour(rgb) for c, rgb in class_colours(LESIONS).items()}
     assert info["thresholds"] == {c: summary[f"threshold_{c}"] for c in LESIONS}
     assert info["max_image_mb"] == config.serve.max_image_mb and info["precision"] == "32"
+    assert info["model_card"] == "/model-card"
 
 
 def test_api_rows_carry_area_share_and_regions_of_their_masks(lesion_model, answer):
@@ -311,6 +312,33 @@ def test_the_page_cannot_reach_another_origin(browser):
         fetch('http://127.0.0.1:9/elsewhere', {method: 'POST', body: 'x'}).catch(() => {});
     """)
     assert violated == "connect-src"
+
+
+def test_the_page_links_the_model_card_which_needs_no_key(lesion_model, browser, keyed):
+    """The page, its files and /model-info load from a server that needs keys; the first Tab stop is the link
+    to the served model's card, and Enter opens the card (in a new tab: the photograph stays) without a key."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url = keyed[0]
+    open_viewer(browser, url)
+    assert browser.execute_script("return document.body.dataset.state") == "idle"
+    viewer = browser.current_window_handle
+    ActionChains(browser).send_keys(Keys.TAB).perform()
+    link = browser.switch_to.active_element
+    assert (link.get_attribute("id"), link.text, link.get_attribute("href")) == ("model-card", "Model card",
+                                                                                 f"{url}/model-card")
+    link.send_keys(Keys.ENTER)
+    WebDriverWait(browser, 30, poll_frequency=0.2).until(lambda driver: len(driver.window_handles) == 2)
+    browser.switch_to.window(next(handle for handle in browser.window_handles if handle != viewer))
+    try:
+        card = (lesion_model[0] / "work" / artifacts.STAGING / artifacts.MODEL_CARD).read_text()
+        assert browser.current_url == f"{url}/model-card"
+        assert wait_for(browser, "document.body && document.body.textContent", 30) == card
+    finally:
+        browser.close()
+        browser.switch_to.window(viewer)
 
 
 def test_the_key_is_asked_for_once_and_kept_for_the_tab_only(lesion_model, browser, keyed, answer):

@@ -647,6 +647,8 @@ function describeModel(info) {
   $("model").replaceChildren(...parts.flatMap(([label, value], k) =>
     [k ? " · " : "", `${label} `, element("strong", { text: value })]));
   $("model").title = info.source;
+  if (info.model_card) $("model-card").href = info.model_card;
+  $("model-card").hidden = !info.model_card;
 }
 
 async function start() {
