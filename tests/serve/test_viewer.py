@@ -2,7 +2,8 @@
 tiny lesion model trained here. The page paints exactly the masks `/invocations` answers, re-paints from the
 returned probabilities when a threshold slider moves (by keyboard), hides a class that is toggled off, shows
 a TIFF as the server read it, refuses a non-image file in one line, and forbids other origins; the API's
-rows carry the figures the page shows."""
+rows carry the figures the page shows. Served with API keys, the page asks for the key once (by keyboard),
+keeps it for the tab only, and links the model card, which needs no key."""
 
 from __future__ import annotations
 
@@ -19,9 +20,19 @@ from retina_seg.config import validate
 from retina_seg.data.loading import derive_fov
 from retina_seg.reporting.palette import class_colours, hex_colour
 from retina_seg.run import run_job
+from retina_seg.serve.keys import add_key
 from retina_seg.tracking import artifacts
 from tests.conftest import TINY, compose_config, isolate, unavailable
-from tests.serve.viewer_screenshot import chromium, missing_browser, open_photograph, open_viewer, serving, wait_for
+from tests.serve.viewer_screenshot import (
+    choose_photograph,
+    chromium,
+    finished,
+    missing_browser,
+    open_photograph,
+    open_viewer,
+    serving,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow  # end-to-end: left out of make test-fast
 
@@ -49,6 +60,17 @@ def server(lesion_model):
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db", "TMPDIR": str(tmp)}
     with serving(f"runs:/{run_id}/model", tmp / "server.log", env) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def keyed(lesion_model):
+    """(URL, key, access log) of a second real `retina-seg-serve` of the same model, with `--api-keys`."""
+    tmp, run_id, _ = lesion_model
+    key, access = add_key("grader", tmp / "keys"), tmp / "keyed-access.log"
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db", "TMPDIR": str(tmp)}
+    options = ("--api-keys", str(tmp / "keys"), "--access-log", str(access))
+    with serving(f"runs:/{run_id}/model", tmp / "keyed-server.log", env, options) as url:
+        yield url, key, access
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +157,7 @@ def test_page_and_model_info_are_served_with_a_same_origin_policy(lesion_model, 
     assert info["colours"] == {c: hex_colour(rgb) for c, rgb in class_colours(LESIONS).items()}
     assert info["thresholds"] == {c: summary[f"threshold_{c}"] for c in LESIONS}
     assert info["max_image_mb"] == config.serve.max_image_mb and info["precision"] == "32"
+    assert info["model_card"] == "/model-card"
 
 
 def test_api_rows_carry_area_share_and_regions_of_their_masks(lesion_model, answer):
@@ -289,3 +312,84 @@ def test_the_page_cannot_reach_another_origin(browser):
         fetch('http://127.0.0.1:9/elsewhere', {method: 'POST', body: 'x'}).catch(() => {});
     """)
     assert violated == "connect-src"
+
+
+def test_the_page_links_the_model_card_which_needs_no_key(lesion_model, browser, keyed):
+    """The page, its files and /model-info load from a server that needs keys; the first Tab stop is the link
+    to the served model's card, and Enter opens the card (in a new tab: the photograph stays) without a key."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url = keyed[0]
+    open_viewer(browser, url)
+    assert browser.execute_script("return document.body.dataset.state") == "idle"
+    viewer = browser.current_window_handle
+    ActionChains(browser).send_keys(Keys.TAB).perform()
+    link = browser.switch_to.active_element
+    assert (link.get_attribute("id"), link.text, link.get_attribute("href")) == ("model-card", "Model card",
+                                                                                 f"{url}/model-card")
+    link.send_keys(Keys.ENTER)
+    WebDriverWait(browser, 30, poll_frequency=0.2).until(lambda driver: len(driver.window_handles) == 2)
+    browser.switch_to.window(next(handle for handle in browser.window_handles if handle != viewer))
+    try:
+        card = (lesion_model[0] / "work" / artifacts.STAGING / artifacts.MODEL_CARD).read_text()
+        assert browser.current_url == f"{url}/model-card"
+        assert wait_for(browser, "document.body && document.body.textContent", 30) == card
+    finally:
+        browser.close()
+        browser.switch_to.window(viewer)
+
+
+def test_the_key_is_asked_for_once_and_kept_for_the_tab_only(lesion_model, browser, keyed, answer):
+    """A photograph sent without a key gets the key dialog, keyboard focus in it; Escape gives up in one line;
+    a wrong key (Enter) gets the server's one-line refusal and the dialog again, twice; the right key gets the
+    overlay the API's masks make, and is then in the tab's sessionStorage only (not localStorage, a cookie or the
+    URL); a second photograph needs no new prompt. The server's access log shows every request the page made."""
+    from selenium.webdriver.common.keys import Keys
+
+    tmp = lesion_model[0]
+    url, key, access = keyed
+    _, masks, _ = answer
+    dialog_open = "!document.getElementById('key-dialog').hidden"
+    open_viewer(browser, url)
+
+    def typed(*keys) -> None:  # as a user types: into whatever has the keyboard focus
+        browser.switch_to.active_element.send_keys(*keys)
+
+    def focus() -> list:
+        return browser.execute_script("const e = document.activeElement;"
+                                      "return [e.id, document.getElementById('key-dialog').contains(e)]")
+
+    choose_photograph(browser, tmp / "photo.png")
+    wait_for(browser, dialog_open, 60)
+    assert focus() == ["key", True] and browser.find_element("id", "key-reason").text == ""
+    typed(Keys.ESCAPE)
+    assert finished(browser, 0, 60) == "refused" and not browser.find_element("id", "key-dialog").is_displayed()
+    assert browser.find_element("id", "error").text == ("no API key was given: this server looks at a photograph "
+                                                        "only with one")
+
+    refusal = "the API key is not one this server accepts"
+    painted = choose_photograph(browser, tmp / "photo.png")
+    for reason, given in [("", "rsk_" + "A" * 43), (refusal, "rsk_" + "B" * 43), (refusal, key)]:  # mistyped twice
+        wait_for(browser, f"{dialog_open} && document.getElementById('key-reason').textContent === '{reason}'", 60)
+        assert focus() == ["key", True] and browser.find_element("id", "key").get_attribute("value") == ""
+        typed(given, Keys.ENTER)
+    assert finished(browser, painted) == "ready" and not browser.find_element("id", "key-dialog").is_displayed()
+    assert browser.find_element("id", "error").text == ""
+    np.testing.assert_array_equal(canvas(browser, "overlay"), composite(masks, LESIONS))
+
+    stores = browser.execute_script("return [JSON.stringify(Object.entries(sessionStorage)),"
+                                    "JSON.stringify(Object.entries(localStorage)), document.cookie, location.href]")
+    assert json.loads(stores[0]) == [["retina-seg-api-key", key]]
+    assert stores[1:] == ["[]", "", f"{url}/"] and browser.get_cookies() == []
+
+    browser.execute_script("""window.prompted = 0;  // counts every time the dialog is shown from now on
+        new MutationObserver(() => { window.prompted += !document.getElementById('key-dialog').hidden; })
+            .observe(document.getElementById('key-dialog'), {attributes: true, attributeFilter: ['hidden']});""")
+    assert open_photograph(browser, tmp / "photo.tif") == "ready"
+    assert browser.execute_script("return window.prompted") == 0
+    np.testing.assert_array_equal(canvas(browser, "overlay"), composite(masks, LESIONS))
+    sent = [(line["status"], line["key"], line["refused"]) for line in map(json.loads, access.read_text().splitlines())
+            if line["route"] == "/invocations"]
+    assert sent == [(401, None, "unauthenticated")] * 2 + [(403, None, "forbidden")] * 2 + [(200, "grader", None)] * 2

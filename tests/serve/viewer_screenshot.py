@@ -38,11 +38,13 @@ def missing_browser() -> str | None:
 
 
 @contextmanager
-def serving(uri: str, log_path: Path, env: dict | None = None, seconds: float = 240) -> Iterator[str]:
-    """A real `retina-seg-serve <uri>` on a free 127.0.0.1 port in its own process group: yields its URL."""
+def serving(uri: str, log_path: Path, env: dict | None = None, options: tuple[str, ...] = (),
+            seconds: float = 240) -> Iterator[str]:
+    """A real `retina-seg-serve <uri> [options]` on a free 127.0.0.1 port in its own process group: yields its
+    URL."""
     port = free_port()
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([str(SERVE), uri, "--host", "127.0.0.1", "--port", str(port)], stdout=log,
+        proc = subprocess.Popen([str(SERVE), uri, "--host", "127.0.0.1", "--port", str(port), *options], stdout=log,
                                 stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True)
         url = f"http://127.0.0.1:{port}"
         try:
@@ -88,17 +90,28 @@ def open_viewer(driver, url: str) -> None:
     wait_for(driver, "['idle', 'ready', 'refused'].includes(document.body.dataset.state)", 60)
 
 
-def open_photograph(driver, path: Path, seconds: float = 300) -> str:
-    """Choose `path` in the page's file input, as a user does; returns the page's state once it has finished
-    ('ready': the overlay is painted; 'refused': the one-line reason is shown in #error)."""
+def choose_photograph(driver, path: Path) -> int:
+    """Choose `path` in the page's file input, as a user does; returns how often the overlay had been painted
+    before (for `finished`)."""
     painted = int(driver.execute_script("document.body.dataset.state = 'choosing';"
                                         "return Number(document.body.dataset.painted || 0)"))
     driver.find_element("id", "file").send_keys(str(Path(path).resolve()))
+    return painted
+
+
+def finished(driver, painted: int, seconds: float = 300) -> str:
+    """The page's state once it has finished with the photograph chosen after `painted` paints ('ready': the
+    overlay is painted again; 'refused': the one-line reason is shown in #error)."""
     state = wait_for(driver, "!['choosing', 'busy'].includes(document.body.dataset.state) && "
                              "document.body.dataset.state", seconds)
     if state == "ready":
         wait_for(driver, f"Number(document.body.dataset.painted || 0) > {painted}", 30)
     return state
+
+
+def open_photograph(driver, path: Path, seconds: float = 300) -> str:
+    """Choose `path` as a user does and wait until the page has finished with it: its state (see `finished`)."""
+    return finished(driver, choose_photograph(driver, path), seconds)
 
 
 def screenshot(uri: str, photo: Path, out: Path, env: dict | None = None) -> None:

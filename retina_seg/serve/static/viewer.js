@@ -58,7 +58,7 @@ class Refusal extends Error {}
 let keyRequest = null;
 
 function askForKey(reason) {
-  // one dialog at a time; resolves with the key, or null when cancelled
+  // one dialog at a time; resolves with the key, or null when cancelled (Escape, or Cancel)
   if (keyRequest) return keyRequest;
   keyRequest = new Promise((resolve) => {
     const dialog = $("key-dialog");
@@ -80,31 +80,40 @@ function askForKey(reason) {
       resolve(key);
     };
     const onKey = (event) => {
-      if (event.key === "Escape") close(null);
-      if (event.key === "Enter" && input.value) close(input.value.trim());
+      // Enter submits from the key's field only (on a button it presses that button); the default is
+      // prevented, so that the keypress does not reach the control focus goes back to
+      if (event.key === "Escape") {
+        event.preventDefault();
+        close(null);
+      } else if (event.key === "Enter" && event.target === input) {
+        event.preventDefault();
+        if (input.value.trim()) close(input.value.trim());
+      }
     };
     dialog.addEventListener("keydown", onKey);
-    $("key-ok").onclick = () => input.value && close(input.value.trim());
+    $("key-ok").onclick = () => input.value.trim() && close(input.value.trim());
     $("key-cancel").onclick = () => close(null);
   });
   return keyRequest;
 }
 
 async function api(path, options = {}) {
-  // fetch on this origin; a 401/403 asks for the API key (kept in sessionStorage) and tries again
-  for (let attempt = 0; attempt < 3; attempt++) {
+  // fetch on this origin; a 401/403 asks for the API key and tries it, as often as the user gives one. The key
+  // is kept in sessionStorage once the server has taken it; a refused one is forgotten.
+  let key = sessionStorage.getItem(KEY_STORE);
+  for (;;) {
     const headers = { ...(options.headers || {}) };
-    const key = sessionStorage.getItem(KEY_STORE);
     if (key) headers.Authorization = `Bearer ${key}`;
     const response = await fetch(path, { ...options, headers, cache: "no-store", credentials: "same-origin" });
-    if (response.status !== 401 && response.status !== 403) return response;
+    if (response.status !== 401 && response.status !== 403) {
+      if (key) sessionStorage.setItem(KEY_STORE, key);
+      return response;
+    }
     const answer = await response.json().catch(() => ({}));
     sessionStorage.removeItem(KEY_STORE);
-    const given = await askForKey(key ? answer.message || "the key was refused" : "");
-    if (!given) throw new Refusal(answer.message || `the server needs an API key (HTTP ${response.status})`);
-    sessionStorage.setItem(KEY_STORE, given);
+    key = await askForKey(key ? answer.message || `the key was refused (HTTP ${response.status})` : "");
+    if (!key) throw new Refusal("no API key was given: this server looks at a photograph only with one");
   }
-  throw new Refusal("the server refused the API key three times");
 }
 
 // ---- PNG: the masks (8-bit) and probabilities (16-bit) of the answer are one-channel PNGs ----
@@ -638,6 +647,8 @@ function describeModel(info) {
   $("model").replaceChildren(...parts.flatMap(([label, value], k) =>
     [k ? " · " : "", `${label} `, element("strong", { text: value })]));
   $("model").title = info.source;
+  if (info.model_card) $("model-card").href = info.model_card;
+  $("model-card").hidden = !info.model_card;
 }
 
 async function start() {
