@@ -92,8 +92,13 @@ def default_sigint() -> None:
 
 
 def stop_group(proc: subprocess.Popen) -> None:
-    """Stop a server started with start_new_session=True and every worker it spawned."""
-    os.killpg(proc.pid, signal.SIGTERM)
+    """Stop a server started with start_new_session=True and every worker it spawned (one that already
+    ended, e.g. refusing its options, has no group left to signal)."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        proc.wait()
+        return
     try:
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
