@@ -17,8 +17,8 @@ $(STAMP): pyproject.toml
 run: setup  ## train the default job on the built-in synthetic dataset, logged to ./mlflow.db
 	$(BIN)/python -m retina_seg.run
 
-test: setup postgres browser services  ## the suite, three test files at a time (pytest-xdist: tests wait on servers and subprocesses)
-	$(BIN)/python -m pytest -n 3 --dist loadfile
+test: setup postgres browser services  ## the suite, two test files at a time (pytest-xdist)
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 test-fast: setup  ## the developer's loop: everything but the end-to-end tests marked slow (no system packages needed)
 	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow"

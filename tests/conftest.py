@@ -19,9 +19,8 @@ from mlflow.tracking import MlflowClient
 
 from retina_seg.config import CONF_DIR, PROJECT_ROOT
 
-# `make test` runs three pytest-xdist workers on the 2 cores (much of a test is waiting on a server or a
-# subprocess): one TensorFlow thread pool of one thread per process (inherited by every process a test starts),
-# instead of the workers' pools fighting over both cores
+# `make test` runs two pytest-xdist workers on the 2 cores: one TensorFlow thread pool of one thread per
+# process (inherited by every process a test starts), instead of two workers' pools fighting over both cores
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
