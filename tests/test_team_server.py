@@ -76,20 +76,17 @@ def server_args(server: TeamServer, tmp: Path) -> list[str]:
             f"data.root={tmp}/cache"]
 
 
-def test_parallel_runs_and_a_sweep_log_to_postgres_and_compare_and_promote_read_them(team, tmp_path, monkeypatch):
+def test_a_parallel_sweep_logs_to_postgres_and_compare_and_promote_read_it(team, tmp_path, monkeypatch):
+    """Two jobs at once (local_parallel) against the PostgreSQL-backed server, then the apps that read them."""
     server, credentials = team
-    jobs = [start("retina_seg.run", [*server_args(server, tmp_path / f"run{i}"), f"seed={i}",
-                                     f"hydra.run.dir={tmp_path}/run{i}"], tmp_path / f"run{i}.out", credentials)
-            for i in (1,)]
-    jobs.append(start("retina_seg.run", ["-m", *server_args(server, tmp_path / "sweep"), "seed=3,4",
-                                         "hydra/launcher=local_parallel", "hydra.launcher.n_jobs=2",
-                                         f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path / "sweep.out", credentials))
-    for job, name in zip(jobs, ("run1", "sweep"), strict=True):
-        assert job.wait(timeout=600) == 0, (tmp_path / f"{name}.out").read_text()[-3000:]
+    sweep = start("retina_seg.run", ["-m", *server_args(server, tmp_path / "sweep"), "seed=3,4",
+                                     "hydra/launcher=local_parallel", "hydra.launcher.n_jobs=2",
+                                     f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path / "sweep.out", credentials)
+    assert sweep.wait(timeout=600) == 0, (tmp_path / "sweep.out").read_text()[-3000:]
 
     client = client_for(server, credentials, monkeypatch)
     runs = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
-    assert sorted(r.data.params["seed"] for r in runs) == ["1", "3", "4"]
+    assert sorted(r.data.params["seed"] for r in runs) == ["3", "4"]
     for run in runs:
         assert run.info.status == "FINISHED" and len(client.get_metric_history(run.info.run_id, "loss")) == 1
         weights = Path(client.download_artifacts(run.info.run_id, "resnet18_Retinal.h5", str(tmp_path / "dl")))
