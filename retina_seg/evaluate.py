@@ -71,10 +71,8 @@ def reevaluate(config: EvaluateConfig, workdir: Path, own_data: bool, overrides:
     splits = load_splits(data, trained.preprocess, seed, samples, config.cache_dir)
     settings = settings_in_force(logged, overrides)
     if not own_data:
-        splits, scale = at_training_scale(splits, logged, run_id, config.tracking.uri, settings)
-        return evaluate_logged(logged, run_id, data, samples, splits, config, settings, artifacts.staging(workdir),
-                               {"threshold_rule": config.threshold.value, "rescale_factor": scale},
-                               **other_data_thresholds(logged, config))
+        return evaluate_on_other_data(logged, run_id, data, samples, splits, config, settings,
+                                      artifacts.staging(workdir))[0]
     # a fold ensemble's folds trained on its own validation images: keep the threshold it was logged with
     thresholds = logged.thresholds if len(logged.models) > 1 else None
     return evaluate_logged(logged, run_id, data, samples, splits, config, settings, artifacts.staging(workdir),
@@ -100,13 +98,18 @@ def at_training_scale(splits: dict, logged: LoggedModel, run_id: str, uri: str,
     return {split: arrays for split, (arrays, _) in rescaled.items()}, rescaled["test"][1]
 
 
-def other_data_thresholds(logged: LoggedModel, config: EvaluateConfig) -> dict:
-    """`evaluate_logged`'s thresholds on a dataset other than the run's own (`config.threshold`): the run's own
-    validation thresholds (source: what `predict` and the served model apply, since a deployment has no labelled
-    target images), or chosen on the target's validation split (target) with test F1 at the run's own beside."""
-    if config.threshold is ThresholdRule.source:
-        return {"thresholds": logged.thresholds}
-    return {"source_thresholds": logged.thresholds}
+def evaluate_on_other_data(logged: LoggedModel, run_id: str, data: DataConfig, samples: list, splits: dict,
+                           config: EvaluateConfig, settings: InferenceConfig, staging: Path) -> tuple[dict, float]:
+    """`evaluate_logged` on a dataset other than the run's own: at the training scale, with the thresholds of
+    `config.threshold`: the run's own validation thresholds (source: what `predict` and the served model apply,
+    since a deployment has no labelled target images), or chosen on the target's validation split (target) with
+    test F1 at the run's own beside. Returns the summary and the scale factor."""
+    splits, scale = at_training_scale(splits, logged, run_id, config.tracking.uri, settings)
+    chosen = ({"thresholds": logged.thresholds} if config.threshold is ThresholdRule.source
+              else {"source_thresholds": logged.thresholds})
+    summary = evaluate_logged(logged, run_id, data, samples, splits, config, settings, staging,
+                              {"threshold_rule": config.threshold.value, "rescale_factor": scale}, **chosen)
+    return summary, scale
 
 
 def _run_ids(config: EvaluateConfig) -> list[str]:
@@ -217,11 +220,8 @@ def cross_dataset(config: EvaluateConfig, workdir: Path, overrides: Sequence[str
             rows.append({**row, **own})
             continue
         splits = load_splits(data, trained.preprocess, config.seed, listed[name], config.cache_dir)
-        splits, row["scale"] = at_training_scale(splits, logged, run_id, uri, settings)
-        staging = artifacts.staging(workdir / f"{run_id[:8]}-{name}")
-        summary = evaluate_logged(logged, run_id, data, listed[name], splits, config, settings, staging,
-                                  {"rescale_factor": row["scale"], "threshold_rule": config.threshold.value},
-                                  **other_data_thresholds(logged, config))
+        summary, row["scale"] = evaluate_on_other_data(logged, run_id, data, listed[name], splits, config, settings,
+                                                       artifacts.staging(workdir / f"{run_id[:8]}-{name}"))
         rows.append({**row, **summary})
     table = pd.DataFrame(rows)
     staging = artifacts.staging(workdir)
