@@ -18,11 +18,15 @@ and whole, each against the raw forward time of the same pixels (the padded imag
 F1/AUC of each mode on the CHASE_DB1 test images (threshold chosen on validation per mode) with a
 model from `--run-id` or trained for `--train-minutes` inside the bench.
 
+Section `photograph` (`benchmarks/photograph.py`): one 4288x2848 IDRiD photograph through `predict`'s path with the
+lesion recipe's network (or `--run-id`'s), without and with flip averaging: seconds and peak memory.
+
 Section `serving` (`benchmarks/serving.py`): one CHASE_DB1 photograph in process and through
 `retina-seg-serve`, 4 clients against 1 and against 2 workers (skipped with a message when the CHASE_DB1 copy
 is absent).
 
-    python -m benchmarks.bench [--sections pipeline precision inference serving] [--steps 30] [--chase-root PATH]
+    python -m benchmarks.bench [--sections pipeline precision inference photograph serving] [--steps 30]
+                               [--chase-root PATH] [--idrid-root PATH] [--photo-size 4288x2848]
                                [--run-id ID --tracking-uri URI] [--xla] [--serving-seconds 60]
                                [hydra overrides...]
 """
@@ -41,6 +45,7 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
+from benchmarks.photograph import SHARED_IDRID, photograph_section
 from retina_seg.config import PROJECT_ROOT, InferenceConfig, InferenceMode, validate
 from retina_seg.data.augment import build_augmentation
 from retina_seg.data.loading import load_splits
@@ -300,8 +305,11 @@ def main() -> None:
     parser.add_argument("--precision-steps", type=int, default=5, help="timed training steps per precision")
     parser.add_argument("--chase-root", type=Path, default=SHARED_CHASE)
     parser.add_argument("--sizes", type=size, nargs="*", default=list(SIZES), help="WIDTHxHEIGHT images to time")
+    parser.add_argument("--idrid-root", type=Path, default=SHARED_IDRID, help="IDRiD copy for the photograph section")
+    parser.add_argument("--photo-size", type=size, default=(4288, 2848), help="WIDTHxHEIGHT of the lesion photograph")
     parser.add_argument("--repeats", type=int, default=2, help="timed repetitions per inference measurement")
-    parser.add_argument("--run-id", help="a trained run to measure agreement with (default: train briefly)")
+    parser.add_argument("--run-id", help="a trained run: the inference section's agreement (default: train "
+                        "briefly), the photograph section's lesion model (default: the recipe's, untrained)")
     parser.add_argument("--tracking-uri", default=f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}")
     parser.add_argument("--train-minutes", type=float, default=8.0)
     parser.add_argument("--xla", action="store_true", help="also time whole-image inference XLA-compiled")
@@ -313,7 +321,7 @@ def main() -> None:
 
 
 SECTIONS = {"pipeline": pipeline_section, "precision": precision_section, "inference": inference_section,
-            "serving": serving_section}
+            "photograph": photograph_section, "serving": serving_section}
 
 if __name__ == "__main__":
     main()

@@ -1,4 +1,5 @@
-"""`make bench` runs end to end: pipeline throughput and its ratio; inference modes against the raw forward pass."""
+"""`make bench` runs end to end: pipeline throughput and its ratio; inference modes against the raw forward pass;
+one photograph's seconds and peak memory; float32 against mixed precision."""
 
 from __future__ import annotations
 
@@ -27,17 +28,36 @@ def test_bench_reports_pipeline_and_training_throughput(tmp_path):
     assert abs(ratio - pipeline_steps / memory_steps) < 0.01
 
 
-def test_bench_times_every_inference_mode_against_the_raw_forward_pass(tmp_path):
-    args = [sys.executable, "-m", "benchmarks.bench", "--sections", "inference", "--sizes", "130x100", "--repeats", "1",
-            "--chase-root", str(tmp_path / "absent"), "image_size=64", "inference.memory_budget_mb=64"]
+@pytest.fixture(scope="module")
+def inference_and_photograph(tmp_path_factory):
+    """One bench process for the two inference sections (a process start and TensorFlow's import saved)."""
+    absent = tmp_path_factory.mktemp("bench") / "absent"
+    args = [sys.executable, "-m", "benchmarks.bench", "--sections", "inference", "photograph", "--sizes", "130x100",
+            "--repeats", "1", "--chase-root", str(absent), "--photo-size", "200x136", "--idrid-root", str(absent),
+            "image_size=64", "inference.memory_budget_mb=64"]
     done = subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=PROJECT_ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "unet resnet18, 64 px window" in done.stdout and "raw forward of 160x128 in one pass" in done.stdout
+    return done.stdout
+
+
+def test_bench_times_every_inference_mode_against_the_raw_forward_pass(inference_and_photograph):
+    out = inference_and_photograph
+    assert "unet resnet18, 64 px window" in out and "raw forward of 160x128 in one pass" in out
     modes = "tiles, stride window/2|tiles, stride window|whole"
-    rows = dict(re.findall(rf"^\s+130x100\s+({modes})\s+[\d.]+ ms\s+([\d.]+)x raw", done.stdout, re.MULTILINE))
-    assert set(rows) == {"tiles, stride window/2", "tiles, stride window", "whole"}, done.stdout
+    rows = dict(re.findall(rf"^\s+130x100\s+({modes})\s+[\d.]+ ms\s+([\d.]+)x raw", out, re.MULTILINE))
+    assert set(rows) == {"tiles, stride window/2", "tiles, stride window", "whole"}, out
     assert all(float(ratio) > 0 for ratio in rows.values())
-    assert "agreement     skipped: no CHASE_DB1 copy" in done.stdout
+    assert "agreement     skipped: no CHASE_DB1 copy" in out
+
+
+def test_bench_measures_one_photograph_without_and_with_flips_each_in_its_own_process(inference_and_photograph):
+    out = inference_and_photograph
+    assert "one 200x136 photograph (noise: no IDRiD copy" in out
+    rows = re.findall(r"^\s+(without|with)\s+flips\s+first call\s+([\d.]+) s, second\s+([\d.]+) s; "
+                      r"peak RSS ([\d.]+) GB \(([\d.]+) GB before the photograph\); probabilities 200x136x4",
+                      out, re.MULTILINE)
+    assert [row[0] for row in rows] == ["without", "with"], out
+    assert all(float(peak) >= float(before) > 0 for *_, peak, before in rows)
 
 
 def test_bench_compares_float32_with_mixed_precision_in_one_run(tmp_path):
