@@ -6,9 +6,10 @@ import math
 
 import numpy as np
 import pytest
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, recall_score
 
 from retina_seg.data.loading import Arrays
-from retina_seg.inference.metrics import choose_thresholds, evaluate
+from retina_seg.inference.metrics import choose_thresholds, evaluate, threshold_metrics
 
 
 def image_metrics(prob, truth, fov, threshold):
@@ -40,6 +41,27 @@ def test_metrics_count_only_fov_pixels():
     # precision at each hit: 1, 1, 1, 4/5; each hit adds 1/4 recall
     assert m["aupr"] == pytest.approx((1 + 1 + 1 + 4 / 5) / 4)
     assert m["f1_trivial"] == pytest.approx(2 * 4 / (2 * 4 + 3))
+
+
+@pytest.mark.parametrize("case", ["mixed", "no foreground", "all foreground", "nothing predicted", "all predicted"])
+def test_thresholded_metrics_are_scikit_learns(case):
+    """The confusion-matrix counts give scikit-learn's figures, NaN where its denominators are empty."""
+    rng = np.random.default_rng(3)
+    truth = (rng.random(5000) < 0.1).astype(np.uint8)
+    prob = np.clip(truth * 0.4 + rng.random(5000) * 0.7, 0, 1)
+    truth = {"no foreground": np.zeros_like(truth), "all foreground": np.ones_like(truth)}.get(case, truth)
+    prob = {"nothing predicted": prob * 0.4, "all predicted": prob * 0.1 + 0.9}.get(case, prob)
+    predicted = (prob >= 0.5).astype(np.uint8)
+    nan = float("nan")
+    both = len(np.unique(truth)) == 2
+    expected = {"f1": f1_score(truth, predicted, zero_division=nan),
+                "sensitivity": recall_score(truth, predicted, zero_division=nan),
+                "specificity": recall_score(truth, predicted, pos_label=0, zero_division=nan),
+                "accuracy": accuracy_score(truth, predicted),
+                "balanced_accuracy": balanced_accuracy_score(truth, predicted) if both else nan}
+    got = threshold_metrics(truth, prob, 0.5)
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, nan_ok=True), (case, key)
 
 
 def test_image_without_foreground_has_undefined_f1_and_auc():
