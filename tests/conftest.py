@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
@@ -9,6 +10,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -30,10 +32,32 @@ SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"  # real datasets for tests
 TINY = ["trainer=fast", "image_size=64", "data.num_images=8", "backbone=resnet18", "augmentation=none"]
 
 
-def isolate(tmp_path: Path) -> list[str]:
-    """Overrides that point the store, the artifacts and the synthetic cache into tmp_path."""
+def isolate(tmp_path: Path, migrated: bool = True) -> list[str]:
+    """Overrides that point the store, the artifacts and the synthetic cache into tmp_path. `migrated`: the store
+    starts as a copy of an empty one MLflow created in this test process (see `migrated_store`); False leaves
+    its creation to the command under test."""
+    if migrated:
+        migrated_store(tmp_path / "mlflow.db")
     return [f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"tracking.artifact_location={tmp_path}/artifacts",
             f"data.root={tmp_path}/cache", "tracking.experiment=test", f"cache_dir={tmp_path}/arrays"]
+
+
+_TEMPLATE_STORE: list[Path] = []
+
+
+def migrated_store(database: Path) -> None:
+    """An empty MLflow SQLite store at `database` (unless one is there), copied from one MLflow created and
+    migrated once per test process: its schema migrations cost 4 s per new store, which a hundred tests would
+    pay for nothing. How a new store is created, also by processes at once, is tested without it
+    (tracking/test_store.py, the parallel sweep in test_sweeps.py)."""
+    if not _TEMPLATE_STORE:
+        template = Path(tempfile.mkdtemp(prefix="retina-seg-store-")) / "mlflow.db"
+        MlflowClient(f"sqlite:///{template}").search_experiments(max_results=1)
+        atexit.register(shutil.rmtree, template.parent, ignore_errors=True)
+        _TEMPLATE_STORE.append(template)
+    database.parent.mkdir(parents=True, exist_ok=True)
+    if not database.exists():
+        shutil.copyfile(_TEMPLATE_STORE[0], database)
 
 
 def compose_config(overrides: list[str], name: str = "config", with_hydra: bool = False):

@@ -20,8 +20,8 @@ SWEEP_TINY = [t for t in TINY if not t.startswith("backbone")] + ["backbone=resn
 CROP_TOO_BIG = "{_target_:albumentations.RandomCrop,height:96,width:96}"
 
 
-def multirun(tmp_path, *overrides):
-    return subprocess.run([sys.executable, "-m", "retina_seg.run", "-m", *overrides, *isolate(tmp_path),
+def multirun(tmp_path, *overrides, migrated: bool = True):
+    return subprocess.run([sys.executable, "-m", "retina_seg.run", "-m", *overrides, *isolate(tmp_path, migrated),
                            f"hydra.sweep.dir={tmp_path}/sweep"], capture_output=True, text=True, timeout=900,
                           cwd=PROJECT_ROOT)
 
@@ -90,7 +90,8 @@ def test_optuna_search_records_trials_and_compare_reports_the_best(tmp_path):
 
 def test_parallel_jobs_share_one_new_sqlite_store(tmp_path):
     """Two jobs at once create and fill one store (the creation race itself: tests/tracking/test_store.py)."""
-    done = multirun(tmp_path, *SWEEP_TINY, "hydra/launcher=local_parallel", "hydra.launcher.n_jobs=2", "seed=1,2")
+    done = multirun(tmp_path, *SWEEP_TINY, "hydra/launcher=local_parallel", "hydra.launcher.n_jobs=2", "seed=1,2",
+                    migrated=False)
     assert done.returncode == 0, done.stderr[-3000:]
     runs = runs_in(tmp_path)
     assert sorted(r.data.params["seed"] for r in runs) == ["1", "2"]
