@@ -29,10 +29,7 @@ os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"  # real datasets for tests that skip without them
 
 # Tiny settings every end-to-end test starts from: 64 px images, a handful of them, one short epoch.
-# float32 set rather than `auto`: auto's bfloat16 probe costs every process 1.4 s here, and what it picks is
-# tested in model/test_precision.py and the bench test
-TINY = ["trainer=fast", "image_size=64", "data.num_images=8", "backbone=resnet18", "augmentation=none",
-        "trainer.precision=32", "inference.precision=32"]
+TINY = ["trainer=fast", "image_size=64", "data.num_images=8", "backbone=resnet18", "augmentation=none"]
 
 
 def isolate(tmp_path: Path, migrated: bool = True) -> list[str]:
