@@ -42,9 +42,8 @@ class Job:
         from hydra import compose, initialize_config_dir
 
         from retina_seg.config import CONF_DIR, validate
-        from retina_seg.inference.predictor import Predictor
-        from retina_seg.inference.segmenter import Segmenter
         from retina_seg.model.factory import build_model
+        from retina_seg.tracking.reload import LoggedModel, segmenter_of
 
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             config = validate(compose(config_name="config", overrides=[
@@ -52,19 +51,14 @@ class Job:
         channels = config.data.channels
         model = build_model(config.backbone.name, config.arch, len(channels), config.image_size,
                             config.encoder_weights, config.batchnorm_momentum, config.preprocess.normalization)
-        predictor = Predictor(model, config.image_size, config.data.sampling, config.inference,
-                              max_side=config.data.max_side)
-        thresholds = dict.fromkeys(channels, 0.5)
-        return Segmenter(predictor, config.preprocess, channels, thresholds, config.inference.fov_mask)
+        untrained = LoggedModel([model], config, dict.fromkeys(channels, 0.5), fov_width=None, experiment_id=None)
+        return segmenter_of(untrained, config.inference)
 
     def image(self) -> np.ndarray:
-        import cv2
-
+        from benchmarks.bench import timing_image
         from retina_seg.data.loading import read_image
 
-        if self.photo is None:
-            return np.random.default_rng(0).integers(0, 256, (self.size[1], self.size[0], 3), dtype=np.uint8)
-        return cv2.resize(read_image(self.photo), self.size, interpolation=cv2.INTER_AREA)
+        return timing_image(read_image(self.photo) if self.photo else None, *self.size, seed=0)
 
 
 def resident_mb() -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import shutil
 import signal
@@ -42,7 +43,13 @@ def isolate(tmp_path: Path, migrated: bool = True) -> list[str]:
             f"data.root={tmp_path}/cache", "tracking.experiment=test", f"cache_dir={tmp_path}/arrays"]
 
 
-_TEMPLATE_STORE: list[Path] = []
+@functools.cache
+def _template_store() -> Path:
+    """An empty store MLflow created and migrated in this test process, removed when the process ends."""
+    template = Path(tempfile.mkdtemp(prefix="retina-seg-store-")) / "mlflow.db"
+    MlflowClient(f"sqlite:///{template}").search_experiments(max_results=1)
+    atexit.register(shutil.rmtree, template.parent, ignore_errors=True)
+    return template
 
 
 def migrated_store(database: Path) -> None:
@@ -50,14 +57,9 @@ def migrated_store(database: Path) -> None:
     migrated once per test process: its schema migrations cost 4 s per new store, which a hundred tests would
     pay for nothing. How a new store is created, also by processes at once, is tested without it
     (tracking/test_store.py, the parallel sweep in test_sweeps.py)."""
-    if not _TEMPLATE_STORE:
-        template = Path(tempfile.mkdtemp(prefix="retina-seg-store-")) / "mlflow.db"
-        MlflowClient(f"sqlite:///{template}").search_experiments(max_results=1)
-        atexit.register(shutil.rmtree, template.parent, ignore_errors=True)
-        _TEMPLATE_STORE.append(template)
     database.parent.mkdir(parents=True, exist_ok=True)
     if not database.exists():
-        shutil.copyfile(_TEMPLATE_STORE[0], database)
+        shutil.copyfile(_template_store(), database)
 
 
 def compose_config(overrides: list[str], name: str = "config", with_hydra: bool = False):

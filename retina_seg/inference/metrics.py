@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import (
     average_precision_score,
-    f1_score,
     precision_recall_curve,
     precision_score,
     roc_auc_score,
@@ -40,7 +39,7 @@ def threshold_metrics(y_true: np.ndarray, y_prob: np.ndarray, threshold: float) 
     fp = np.count_nonzero(predicted) - tp
     tn = truth.size - tp - fn - fp
     sensitivity, specificity = _ratio(tp, tp + fn), _ratio(tn, tn + fp)
-    f1 = _ratio(2 * tp, 2 * tp + fp + fn)
+    f1 = _f1(tp, fp, fn)
     return {
         "f1": f1,
         "iou": f1 / (2 - f1),  # IoU = Dice / (2 - Dice), exactly; keeps F1's NaN when there is no foreground
@@ -55,15 +54,20 @@ def _ratio(numerator: int, denominator: int) -> float:
     return numerator / denominator if denominator else float("nan")
 
 
+def _f1(tp: int, fp: int, fn: int) -> float:
+    return _ratio(2 * tp, 2 * tp + fp + fn)
+
+
 def ranking_metrics(y_true: np.ndarray, y_prob: np.ndarray) -> dict:
     """Threshold-free metrics of the probability map; NaN when the image has a single class."""
     nan = float("nan")
-    both = len(np.unique(y_true)) == 2
+    positives = np.count_nonzero(y_true)
+    both = 0 < positives < y_true.size
     return {
         "auc": roc_auc_score(y_true, y_prob) if both else nan,
         "aupr": average_precision_score(y_true, y_prob) if both else nan,
         # the F1 of calling every FOV pixel foreground: the floor a useful model must clear
-        "f1_trivial": f1_score(y_true, np.ones_like(y_true), zero_division=nan),
+        "f1_trivial": _f1(positives, y_true.size - positives, 0),
     }
 
 

@@ -161,6 +161,13 @@ def load_segmenter(source: str | Path, tracking_uri: str | None = None, trust: b
     if settings.rescale is Rescale.fov and logged.fov_width is None and trained.data.sampling is Sampling.patches:
         log.warning("%s records no training FOV width (logged before it was kept): photographs are predicted at "
                     "their own scale", source)
+    return segmenter_of(logged, settings)
+
+
+def segmenter_of(logged: LoggedModel, settings: InferenceConfig) -> Segmenter:
+    """The Segmenter of a model and its training config under inference `settings` (the FOV rule applies to
+    models trained on patches of photographs at their own scale)."""
+    trained = logged.config
     rescaling = settings.rescale is Rescale.fov and trained.data.sampling is Sampling.patches
     return Segmenter(logged.predictor(settings), trained.preprocess, trained.data.channels, logged.thresholds,
                      settings.fov_mask, logged.fov_width if rescaling else None)

@@ -9,7 +9,7 @@ import pytest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, recall_score
 
 from retina_seg.data.loading import Arrays
-from retina_seg.inference.metrics import choose_thresholds, evaluate, threshold_metrics
+from retina_seg.inference.metrics import choose_thresholds, evaluate, ranking_metrics, threshold_metrics
 
 
 def image_metrics(prob, truth, fov, threshold):
@@ -45,7 +45,8 @@ def test_metrics_count_only_fov_pixels():
 
 @pytest.mark.parametrize("case", ["mixed", "no foreground", "all foreground", "nothing predicted", "all predicted"])
 def test_thresholded_metrics_are_scikit_learns(case):
-    """The confusion-matrix counts give scikit-learn's figures, NaN where its denominators are empty."""
+    """The confusion-matrix counts give scikit-learn's figures (the all-foreground F1 too), NaN where its
+    denominators are empty."""
     rng = np.random.default_rng(3)
     truth = (rng.random(5000) < 0.1).astype(np.uint8)
     prob = np.clip(truth * 0.4 + rng.random(5000) * 0.7, 0, 1)
@@ -62,6 +63,8 @@ def test_thresholded_metrics_are_scikit_learns(case):
     got = threshold_metrics(truth, prob, 0.5)
     for key, value in expected.items():
         assert got[key] == pytest.approx(value, nan_ok=True), (case, key)
+    trivial = ranking_metrics(truth, prob)["f1_trivial"]
+    assert trivial == pytest.approx(f1_score(truth, np.ones_like(truth), zero_division=nan), nan_ok=True), case
 
 
 def test_image_without_foreground_has_undefined_f1_and_auc():
