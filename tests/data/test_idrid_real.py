@@ -91,7 +91,6 @@ def test_the_recipe_runs_on_the_official_layout_and_on_the_training_only_copy(tm
                              ("training only", SHARED_IDRID, None)):
         store = tmp_path / copy.replace(" ", "-")
         done = run_cli("retina_seg.run", ["+experiment=idrid_lesions", "debug=fast", "trainer.epochs=2",
-                                          "inference.stride=256",  # touching windows: a quarter of the evaluation
                                           f"data.root={root}", *isolate(store)[:2], cache], store)
         assert done.returncode == 0, (copy, done.stderr[-2000:])
         [run] = runs_in(store)
